@@ -1,0 +1,1 @@
+"""Device runtime: preprocessing, labels and TFLite inference. Never imports TensorFlow."""

@@ -1,0 +1,144 @@
+"""edge-train: train the brain MRI or C-NMC leukemia classifier and evaluate it on a held-out split.
+
+    edge-train brain --data DIR [--data DIR2] --out runs/brain
+    edge-train leukemia --data DIR --out runs/leukemia
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.labels import labels_for
+from edge.preprocess import default_spec
+from train.arrays import load_arrays
+from train.datasets import find_brain_images, find_cnmc_images
+from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
+from train.report import write_report
+from train.splits import load_split, make_split, save_split, subset_samples
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edge-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["brain", "leukemia"])
+    parser.add_argument("--data", action="append", required=True,
+                        help="dataset folder (brain: has yes/ and no/, repeatable; leukemia: C-NMC, either layout)")
+    parser.add_argument("--out", required=True, help="run folder for the model, split and report")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--size", type=int, help="input side in pixels (default: brain 128, leukemia 96)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--width", type=int, default=16, help="filters of the first layer; later layers scale with it")
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--patience", type=int, default=12, help="epochs without validation AUC gain before stopping")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", help="reuse a saved split.json instead of making a new one")
+    parser.add_argument("--cell-crop", choices=["tight", "fixed"], default="tight", help="leukemia crop (see edge/preprocess.py)")
+    return parser.parse_args(argv)
+
+
+def prepare_data(args: argparse.Namespace, spec: dict):
+    """-> split dict and {subset: (x, y)} of preprocessed arrays."""
+    if args.split:
+        split = load_split(args.split)
+        samples = [s for name in ("train", "val", "test") for s in subset_samples(split, name)]
+        kept, x, y, _ = load_arrays(samples, spec)
+        kept_paths = {s.path for s in kept}
+        split["samples"] = [r for r in split["samples"] if r["path"] in kept_paths]
+    else:
+        if args.task == "brain":
+            samples = find_brain_images(args.data)
+        else:
+            samples = [s for root in args.data for s in find_cnmc_images(root)]
+        print(f"found {len(samples)} images; preprocessing", flush=True)
+        kept, x, y, hashes = load_arrays(samples, spec, with_hash=args.task == "brain")
+        split = make_split(args.task, kept, args.seed, hashes)
+    subset_of = {r["path"]: r["subset"] for r in split["samples"]}
+    subsets = np.array([subset_of[s.path] for s in kept])
+    arrays = {name: (x[subsets == name], y[subsets == name]) for name in ("train", "val", "test")}
+    return split, arrays
+
+
+def train(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = labels_for(args.task)
+    spec = default_spec(args.task, args.size)
+    if args.task == "leukemia":
+        spec["crop"] = args.cell_crop
+    started = time.time()
+    split, arrays = prepare_data(args, spec)
+    save_split(split, out / "split.json")
+    for name, s in split["summary"].items():
+        print(f"{name}: {s['images']} images, {s['groups']} groups, per label {s['per_label']}", flush=True)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from train.model import augmentation, build_model
+
+    keras.utils.set_random_seed(args.seed)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
+    augment = augmentation(args.task)
+    train_ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train.astype("float32")))
+                .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
+                .batch(args.batch_size)
+                .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val.astype("float32"))).batch(128)
+
+    model = build_model(x_train.shape[1:], width=args.width)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y_train)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(out / "model.keras", monitor="val_auc", mode="max", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
+        keras.callbacks.CSVLogger(out / "history.csv"),
+    ]
+    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
+                        class_weight={0: float(weights[0]), 1: float(weights[1])},
+                        verbose=1 if sys.stdout.isatty() else 2)
+    model = keras.models.load_model(out / "model.keras")
+
+    val_scores = model.predict(x_val, batch_size=128, verbose=0).ravel()
+    threshold = choose_threshold(args.task, y_val, val_scores)
+    test_scores = model.predict(x_test, batch_size=128, verbose=0).ravel()
+    val_metrics = evaluate(y_val, val_scores, threshold, labels)
+    test_metrics = evaluate(y_test, test_scores, threshold, labels)
+    config = {
+        "task": args.task, "labels": list(labels), "preprocessing": spec, "threshold": threshold,
+        "threshold_policy": THRESHOLD_POLICY[args.task], "grouped_by": split["grouped_by"], "seed": args.seed,
+        "data": args.data, "epochs_run": len(history.history["loss"]), "params": int(model.count_params()),
+        "train_seconds": round(time.time() - started, 1),
+        "args": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    write_report(out, args.task, config, split["summary"], test_metrics, val_metrics,
+                 {k: [float(v) for v in vals] for k, vals in history.history.items()})
+    print(f"test: accuracy {test_metrics['accuracy']:.4f}  weighted F1 {test_metrics['weighted_f1']:.4f}  "
+          f"sensitivity {test_metrics['sensitivity']:.4f}  specificity {test_metrics['specificity']:.4f}  "
+          f"AUC {test_metrics['roc_auc']:.4f}  -> {out / 'report.md'}")
+    return test_metrics
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"edge-train: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

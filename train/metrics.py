@@ -1,0 +1,51 @@
+"""Binary classification metrics (scikit-learn) and the decision threshold chosen on validation."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, roc_auc_score
+
+# How each task's threshold is chosen on the validation split (never on test):
+# brain screening should miss few tumours: the threshold of best balanced accuracy, lowered where
+# needed until sensitivity >= 0.95; leukemia is scored by weighted F1 (the C-NMC metric).
+THRESHOLD_POLICY = {
+    "brain": "best validation balanced accuracy, lowered if needed to validation sensitivity >= 0.95",
+    "leukemia": "threshold maximising validation weighted F1",
+}
+
+
+def evaluate(y_true, scores, threshold: float, labels: tuple[str, str]) -> dict:
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    y_pred = (scores >= threshold).astype(int)
+    matrix = confusion_matrix(y_true, y_pred, labels=[0, 1])
+    tn, fp, fn, tp = matrix.ravel()
+    report = classification_report(y_true, y_pred, labels=[0, 1], target_names=list(labels),
+                                   output_dict=True, zero_division=0)
+    return {
+        "images": int(len(y_true)),
+        "threshold": float(threshold),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "roc_auc": float(roc_auc_score(y_true, scores)) if len(set(y_true)) == 2 else float("nan"),
+        "per_class": {name: {k: float(report[name][k]) for k in ("precision", "recall", "f1-score", "support")}
+                      for name in labels},
+        "confusion_matrix": {"labels": list(labels), "rows_true_cols_predicted": matrix.tolist()},
+    }
+
+
+def choose_threshold(task: str, y_true, scores) -> float:
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    candidates = np.unique(np.concatenate([scores, [0.5]]))
+    if task == "brain":
+        positives, negatives = scores[y_true == 1], scores[y_true == 0]
+        sensitivity = np.array([np.mean(positives >= t) for t in candidates])
+        specificity = np.array([np.mean(negatives < t) for t in candidates])
+        best = int(np.argmax(sensitivity + specificity))
+        if sensitivity[best] < 0.95:
+            best = int(np.flatnonzero(sensitivity >= 0.95).max())
+        return float(candidates[best])
+    f1 = [f1_score(y_true, (scores >= t).astype(int), average="weighted", zero_division=0) for t in candidates]
+    return float(candidates[int(np.argmax(f1))])

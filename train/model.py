@@ -1,0 +1,49 @@
+"""Compact CNNs built for full-integer int8 TFLite: Conv-BN-ReLU stem, depthwise-separable
+blocks, global average pooling and one sigmoid unit. Every op has an int8 TFLite kernel."""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def _conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def _separable_block(x, filters: int, strides: int):
+    x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    return _conv_bn_relu(x, filters, kernel=1)
+
+
+def build_model(input_shape: tuple[int, int, int], width: int = 16, dropout: float = 0.3) -> keras.Model:
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn_relu(inputs, width, strides=2)
+    x = _conv_bn_relu(x, 2 * width, strides=2)
+    for filters, strides in [(4 * width, 2), (4 * width, 1), (8 * width, 2), (8 * width, 1), (8 * width, 1)]:
+        x = _separable_block(x, filters, strides)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="score")(x)
+    return keras.Model(inputs, outputs, name="edge_cnn")
+
+
+def augmentation(task: str) -> keras.Sequential:
+    """Training-only augmentation: the seeds' geometry, plus stain/colour jitter and any
+    orientation for cells (a cell on a slide has no up)."""
+    geometry = [
+        layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
+        layers.RandomShear(x_factor=0.1, y_factor=0.1, fill_mode="constant"),
+        layers.RandomZoom(0.1, fill_mode="constant"),
+    ]
+    if task == "brain":
+        steps = [layers.RandomFlip("horizontal"), layers.RandomRotation(0.05, fill_mode="constant"), *geometry,
+                 layers.RandomBrightness(0.1, value_range=(0, 1)), layers.RandomContrast(0.15)]
+    else:
+        steps = [layers.RandomFlip("horizontal_and_vertical"), layers.RandomRotation(0.5, fill_mode="constant"),
+                 *geometry, layers.RandomBrightness(0.1, value_range=(0, 1)), layers.RandomContrast(0.15),
+                 layers.RandomSaturation(0.15, value_range=(0, 1)), layers.RandomHue(0.04, value_range=(0, 1))]
+    return keras.Sequential(steps, name=f"{task}_augmentation")
