@@ -8,13 +8,13 @@ from keras import layers
 
 def _conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
     return layers.ReLU()(x)
 
 
 def _separable_block(x, filters: int, strides: int):
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
     x = layers.ReLU()(x)
     return _conv_bn_relu(x, filters, kernel=1)
 

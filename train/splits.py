@@ -49,16 +49,30 @@ def brain_groups(hashes: np.ndarray) -> list[str]:
     return [f"dup{c}" for c in near_duplicate_groups(hashes)]
 
 
-def split_groups(labels: list[int], groups: list[str], seed: int, folds: int = 5) -> list[str]:
-    """Stratified by label, grouped: 1/folds of the groups to test, then 1/folds of the rest to val."""
+def _best_fold(labels: np.ndarray, groups: np.ndarray, seed: int, folds: int, tries: int) -> np.ndarray:
+    """Indices of the fold, among `tries` seeded StratifiedGroupKFold shuffles, whose share of every
+    class is closest to 1/folds. A few patients hold most C-NMC cells, so one shuffle can put
+    a 757-cell patient and almost no normal cells in test; the search keeps the classes balanced."""
+    totals = np.bincount(labels, minlength=2)
+    best, best_cost = None, np.inf
+    for attempt in range(tries):
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed * 1000 + attempt)
+        for _, fold in splitter.split(np.zeros(len(labels)), labels, groups):
+            cost = np.abs(np.bincount(labels[fold], minlength=2) / totals - 1 / folds).sum()
+            if cost < best_cost:
+                best, best_cost = fold, cost
+    return best
+
+
+def split_groups(labels: list[int], groups: list[str], seed: int, folds: int = 5, tries: int = 20) -> list[str]:
+    """Stratified by label, grouped: about 1/folds of the images to test, then 1/folds of the rest to val."""
     labels = np.asarray(labels)
     groups = np.asarray(groups)
     subset = np.full(len(labels), "train", dtype=object)
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    rest, test = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    test = _best_fold(labels, groups, seed, folds, tries)
     subset[test] = "test"
-    _, val = next(splitter.split(np.zeros(len(rest)), labels[rest], groups[rest]))
-    subset[rest[val]] = "val"
+    rest = np.flatnonzero(subset == "train")
+    subset[rest[_best_fold(labels[rest], groups[rest], seed, folds, tries)]] = "val"
     return subset.tolist()
 
 

@@ -1,0 +1,94 @@
+"""Small generated fixtures in the public dataset layouts, and the marker for real-data tests."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(os.environ.get("EDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data; the calling test is skipped with a reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set EDGE_SHARED_DATA or place shared/ beside the checkout)")
+    return path
+
+
+def synthetic_mri(seed: int, tumour: bool, size: int = 180, offset=(0, 0)) -> np.ndarray:
+    """A grey 'head' (bright ellipse on black, off centre) with a brighter blob when tumour."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = size / 2 + offset[0], size / 2 + offset[1]
+    head = ((yy - cy) / (size * 0.35)) ** 2 + ((xx - cx) / (size * 0.3)) ** 2 < 1
+    image = np.where(head, 110 + rng.normal(0, 12, (size, size)), 0)
+    if tumour:
+        ty, tx = cy + rng.integers(-20, 20), cx + rng.integers(-15, 15)
+        image = np.where((yy - ty) ** 2 + (xx - tx) ** 2 < 15**2, 230, image)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def synthetic_cell(seed: int, blast: bool, size: int = 120) -> np.ndarray:
+    """A stained round cell on black: blasts larger and paler, like C-NMC's segmented cells."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    radius = (40 if blast else 26) + rng.integers(-3, 4)
+    cy, cx = size / 2 + rng.integers(-8, 8), size / 2 + rng.integers(-8, 8)
+    cell = (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+    colour = np.array([150, 110, 190] if blast else [110, 60, 160], dtype=float)
+    image = np.where(cell[:, :, None], colour + rng.normal(0, 10, (size, size, 3)), 0)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def save_brain_layout(root: Path, per_class: int = 6) -> Path:
+    """yes/ and no/ with every format and mode of the real Kaggle set, names with spaces."""
+    formats = [("JPEG", "L", ".jpg"), ("PNG", "RGB", ".png"), ("PNG", "RGBA", ".png"),
+               ("PNG", "P", ".png"), ("JPEG", "RGB", ".jpeg"), ("PNG", "L", ".png")]
+    for label in ("yes", "no"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            kind, mode, ext = formats[i % len(formats)]
+            gray = synthetic_mri(i + (100 if label == "yes" else 0), label == "yes", offset=(i * 3 - 8, 5 - i * 2))
+            image = Image.fromarray(gray).convert(mode if mode != "P" else "RGB")
+            if mode == "P":
+                image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+            image.save(root / label / f"{i} {label}{ext}", kind)
+    return root
+
+
+def cnmc_name(patient: str, image: int, cell: int, label: str) -> str:
+    return f"UID_{patient}_{image}_{cell}_{label}"
+
+
+def save_cnmc_flat(root: Path, patients: dict[str, int], ext: str = ".bmp") -> Path:
+    """{all,hem}/UID_... files; patients maps id (H.. for healthy) to cell count."""
+    for patient, count in patients.items():
+        label = "hem" if patient.startswith("H") else "all"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            rgb = synthetic_cell(hash((patient, i)) % 10_000, label == "all")
+            Image.fromarray(rgb).save(root / label / (cnmc_name(patient, i, 1, label) + ext))
+    return root
+
+
+def save_cnmc_official(root: Path) -> Path:
+    """C-NMC_Leukemia/training_data/fold_*/{all,hem} and the prelim test set with its csv."""
+    base = root / "C-NMC_Leukemia"
+    save_cnmc_flat(base / "training_data" / "fold_0", {"1": 3, "H1": 3})
+    save_cnmc_flat(base / "training_data" / "fold_1", {"2": 2, "H2": 2})
+    prelim = base / "validation_data" / "C-NMC_test_prelim_phase_data"
+    prelim.mkdir(parents=True)
+    rows = [("UID_57_29_1_all.bmp", "1.bmp", 1), ("UID_H49_35_1_hem.bmp", "2.bmp", 0),
+            ("UID_57_22_2_all.bmp", "3.bmp", 1)]
+    for original, new, label in rows:
+        Image.fromarray(synthetic_cell(len(new) + label, label == 1)).save(prelim / new)
+    with open(base / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Patient_ID", "new_names", "labels"])
+        writer.writerows(rows)
+    return root
