@@ -1,0 +1,64 @@
+"""Keras model -> TFLite flatbuffers: float32, full-integer int8, and optional float16 / dynamic range.
+
+Keras 3 path: export a SavedModel with ``model.export`` and convert from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+PRECISIONS = ("float32", "int8", "float16", "dynamic")
+
+
+class ConversionError(RuntimeError):
+    pass
+
+
+def _converter(saved_model: str, precision: str, representative: np.ndarray | None):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if precision == "int8":
+        if representative is None or len(representative) == 0:
+            raise ConversionError("int8 conversion needs a non-empty representative dataset")
+
+        def representative_dataset():
+            for image in representative:
+                yield [image[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision != "float32":
+        raise ConversionError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return converter
+
+
+def convert_keras(model, precisions: list[str], representative: np.ndarray | None = None) -> dict[str, bytes]:
+    """-> {precision: flatbuffer bytes}. Converter failures become one readable ConversionError."""
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        saved_model = os.path.join(folder, "saved_model")
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(saved_model, format="tf_saved_model")
+        for precision in precisions:
+            try:
+                results[precision] = _converter(saved_model, precision, representative).convert()
+            except ConversionError:
+                raise
+            except Exception as error:  # the converter raises many types with multi-page messages
+                first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+                raise ConversionError(f"{precision} conversion failed: {first_line}") from error
+    return results

@@ -1,0 +1,83 @@
+"""Small pure functions around a TFLite interpreter (in the spirit of pycoral's adapters).
+
+The interpreter comes from ai-edge-litert, else tflite-runtime, else tensorflow.lite (desktop
+only); TensorFlow is imported only as that last resort, never by default.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+_MODULES = {
+    "ai-edge-litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+
+
+class RuntimeUnavailable(RuntimeError):
+    pass
+
+
+def interpreter_class(runtime: str | None = None):
+    """-> (runtime name, Interpreter class); the first importable one when runtime is None."""
+    names = RUNTIMES if runtime is None else (runtime,)
+    problems = []
+    for name in names:
+        if name not in _MODULES:
+            raise RuntimeUnavailable(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+        try:
+            return name, importlib.import_module(_MODULES[name]).Interpreter
+        except ImportError as error:  # tflite-runtime under numpy 2 fails here too
+            problems.append(f"{name}: {error}")
+    raise RuntimeUnavailable("no TFLite interpreter could be imported (" + "; ".join(problems) + ")")
+
+
+def make_interpreter(model_path: str | os.PathLike, runtime: str | None = None, threads: int | None = None):
+    """-> (interpreter with tensors allocated, runtime name)."""
+    name, cls = interpreter_class(runtime)
+    interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter, name
+
+
+def input_details(interpreter) -> dict:
+    return interpreter.get_input_details()[0]
+
+
+def output_details(interpreter) -> dict:
+    return interpreter.get_output_details()[0]
+
+
+def quantize(values: np.ndarray, details: dict) -> np.ndarray:
+    """float -> the tensor's dtype with its own scale and zero point (identity for float tensors)."""
+    dtype = details["dtype"]
+    scale, zero_point = details["quantization"]
+    if not np.issubdtype(dtype, np.integer):
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if not np.issubdtype(details["dtype"], np.integer):
+        return values.astype(np.float32)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def run_one(interpreter, image: np.ndarray) -> np.ndarray:
+    """One preprocessed float32 (h, w, c) image -> the dequantized output vector."""
+    details = input_details(interpreter)
+    interpreter.set_tensor(details["index"], quantize(image[None], details))
+    interpreter.invoke()
+    out = output_details(interpreter)
+    return dequantize(interpreter.get_tensor(out["index"]), out)[0]
+
+
+def scores(interpreter, images: np.ndarray) -> np.ndarray:
+    """Positive-class score of each image in a float32 (n, h, w, c) batch, one invoke per image."""
+    return np.array([run_one(interpreter, image)[0] for image in images], dtype=np.float32)

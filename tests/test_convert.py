@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import save_cnmc_flat
+from edge.interpreter import input_details, make_interpreter, output_details, run_one
+from edge.metadata import ModelError, read_metadata
+
+pytest.importorskip("tensorflow")
+from convert.cli import main as convert_main, within_tolerance  # noqa: E402
+from train.cli import main as train_main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    patients = {**{str(p): 4 for p in range(1, 8)}, **{f"H{p}": 4 for p in range(1, 6)}}
+    data = save_cnmc_flat(root / "cnmc", patients, ext=".png")
+    assert train_main(["leukemia", "--data", str(data), "--out", str(root / "run"), "--epochs", "2", "--size", "32",
+                       "--width", "4", "--batch-size", "8"]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    code = convert_main([str(tiny_run), "--out", str(out), "--calibration", "10", "--float16", "--dynamic",
+                         "--tolerance", "100"])
+    assert code == 0
+    return out
+
+
+def test_int8_model_is_fully_integer(converted):
+    interpreter, _ = make_interpreter(converted / "leukemia_int8.tflite", runtime="ai-edge-litert")
+    assert input_details(interpreter)["dtype"] == np.int8
+    assert output_details(interpreter)["dtype"] == np.int8
+    for tensor in interpreter.get_tensor_details():
+        assert tensor["dtype"] in (np.int8, np.int32), f"{tensor['name']} is {tensor['dtype']}"
+    float_interpreter, _ = make_interpreter(converted / "leukemia_float32.tflite", runtime="ai-edge-litert")
+    assert input_details(float_interpreter)["dtype"] == np.float32
+
+
+def test_every_variant_written_with_metadata_that_round_trips(converted):
+    for precision in ("float32", "int8", "float16", "dynamic"):
+        model = converted / f"leukemia_{precision}.tflite"
+        metadata = read_metadata(model)
+        assert metadata["precision"] == precision
+        assert metadata["labels"] == ["hem", "all"]
+        assert metadata["preprocessing"] == {"name": "cnmc_cell", "size": 32, "crop": "tight"}
+        interpreter, _ = make_interpreter(model, runtime="ai-edge-litert")
+        details = input_details(interpreter)
+        assert metadata["input"]["shape"] == [int(v) for v in details["shape"]]
+        assert metadata["input"]["quantization"]["scale"] == pytest.approx(details["quantization"][0])
+        score = run_one(interpreter, np.zeros((32, 32, 3), np.float32))
+        assert score.shape == (1,) and 0.0 <= float(score[0]) <= 1.0
+    verification = json.loads((converted / "leukemia_verification.json").read_text())
+    assert set(verification["metrics"]) == {"keras", "float32", "int8", "float16", "dynamic"}
+    assert 0.0 <= verification["agreement"] <= 1.0
+    assert "Not a medical device" in (converted / "leukemia_MODEL_CARD.md").read_text()
+
+
+def test_tampered_model_is_refused(converted, tmp_path):
+    copy = tmp_path / "leukemia_int8.tflite"
+    data = bytearray((converted / "leukemia_int8.tflite").read_bytes())
+    data[-10] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    (tmp_path / "leukemia_int8.json").write_text((converted / "leukemia_int8.json").read_text())
+    with pytest.raises(ModelError, match="SHA-256"):
+        read_metadata(copy)
+
+
+def test_tolerance_check():
+    assert within_tolerance({"accuracy": 0.90}, {"accuracy": 0.895}, 1.0)
+    assert not within_tolerance({"accuracy": 0.90}, {"accuracy": 0.88}, 1.0)
+    assert within_tolerance({"accuracy": 0.90}, {"accuracy": 0.92}, 0.0)
+
+
+def test_convert_exits_1_when_int8_misses_the_tolerance(tiny_run, tmp_path, capsys):
+    # a tolerance of -101 pp demands int8 beat float by more than 100 points: it must fail
+    assert convert_main([str(tiny_run), "--out", str(tmp_path), "--calibration", "8", "--tolerance", "-101"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_convert_bad_run_folder_exits_2(tmp_path, capsys):
+    assert convert_main([str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "expected an edge-train run folder" in capsys.readouterr().err
