@@ -105,6 +105,9 @@ def convert(args: argparse.Namespace) -> bool:
     training = {"data": config["data"], "grouped_by": config["grouped_by"], "seed": config["seed"],
                 "split": split["summary"], "epochs_run": config.get("epochs_run"), "params": config.get("params"),
                 "calibration_images": len(x_calibration)}
+    split_copy = out / f"{name}_split.json"
+    split_copy.write_text((run / "split.json").read_text())
+    training["split_file"] = split_copy.name
     for file in files:
         precision = file["precision"]
         write_metadata(out / file["file"], {

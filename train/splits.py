@@ -49,30 +49,37 @@ def brain_groups(hashes: np.ndarray) -> list[str]:
     return [f"dup{c}" for c in near_duplicate_groups(hashes)]
 
 
+MIN_GROUPS_PER_CLASS = 3
+
+
 def _best_fold(labels: np.ndarray, groups: np.ndarray, seed: int, folds: int, tries: int) -> np.ndarray:
     """Indices of the fold, among `tries` seeded StratifiedGroupKFold shuffles, whose share of every
-    class is closest to 1/folds. A few patients hold most C-NMC cells, so one shuffle can put
-    a 757-cell patient and almost no normal cells in test; the search keeps the classes balanced."""
+    class is closest to 1/folds, with at least MIN_GROUPS_PER_CLASS groups of each class where
+    possible. A few patients hold most C-NMC cells, so one shuffle can put a 757-cell patient and
+    almost no normal cells in test, or make a validation set of two patients; the search avoids both."""
     totals = np.bincount(labels, minlength=2)
     best, best_cost = None, np.inf
     for attempt in range(tries):
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed * 1000 + attempt)
         for _, fold in splitter.split(np.zeros(len(labels)), labels, groups):
             cost = np.abs(np.bincount(labels[fold], minlength=2) / totals - 1 / folds).sum()
+            for label in (0, 1):
+                cost += 0.02 * max(0, MIN_GROUPS_PER_CLASS - len(set(groups[fold][labels[fold] == label])))
             if cost < best_cost:
                 best, best_cost = fold, cost
     return best
 
 
 def split_groups(labels: list[int], groups: list[str], seed: int, folds: int = 5, tries: int = 20) -> list[str]:
-    """Stratified by label, grouped: about 1/folds of the images to test, then 1/folds of the rest to val."""
+    """Stratified by label, grouped: about 1/folds of the images to test, then 1/(folds-1) of the rest
+    to val, so val and test are about the same size."""
     labels = np.asarray(labels)
     groups = np.asarray(groups)
     subset = np.full(len(labels), "train", dtype=object)
     test = _best_fold(labels, groups, seed, folds, tries)
     subset[test] = "test"
     rest = np.flatnonzero(subset == "train")
-    subset[rest[_best_fold(labels[rest], groups[rest], seed, folds, tries)]] = "val"
+    subset[rest[_best_fold(labels[rest], groups[rest], seed, folds - 1, tries)]] = "val"
     return subset.tolist()
 
 

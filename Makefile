@@ -1,0 +1,39 @@
+# Fresh machine: `make demo` (set up, check the shipped models) and `make test` (the test suite).
+PYTHON ?= python3
+VENV := .venv
+TFLITE_VENV := .venv-tflite-runtime
+DATA ?= ../shared/data
+BIN := $(VENV)/bin
+
+.PHONY: setup test demo models brain-model leukemia-model
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[edge,camera,train,dev]'
+	touch $@
+
+# tflite-runtime 2.14 is built against numpy 1.x, so it gets its own environment.
+$(TFLITE_VENV)/.installed:
+	$(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/pip install -q 'tflite-runtime==2.14.0' 'numpy<2' 'Pillow>=10'
+	touch $@
+
+test: setup $(TFLITE_VENV)/.installed
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/python -m convert.check_models models
+
+# Reproduce the shipped models from the real data (CPU: about an hour for both).
+models: brain-model leukemia-model
+
+brain-model: setup
+	$(BIN)/edge-train brain --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h --out runs/brain --epochs 80 --patience 15
+	$(BIN)/edge-convert runs/brain --out models
+
+leukemia-model: setup
+	$(BIN)/edge-train leukemia --data $(DATA)/cnmc --out runs/leukemia --cell-crop fixed --epochs 40
+	$(BIN)/edge-convert runs/leukemia --out models
