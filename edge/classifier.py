@@ -1,0 +1,88 @@
+"""Classify images with a shipped or given TFLite model: the device-side Python API.
+
+    with Classifier("leukemia") as classifier:
+        result = classifier.classify("cell.bmp")
+        print(result.label, result.score, result.latency_ms)
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.images import load_image
+from edge.interpreter import dequantize, input_details, make_interpreter, output_details, quantize
+from edge.metadata import ModelError, read_metadata
+from edge.model_store import resolve_model
+from edge.preprocess import preprocess
+from edge.quality import quality_issues
+
+
+@dataclass
+class Classification:
+    label: str
+    score: float  # probability of the predicted label
+    probabilities: dict[str, float]
+    latency_ms: float  # preprocessing + inference
+    issues: list[str] = field(default_factory=list)  # quality-gate reasons; empty when none
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Classifier:
+    def __init__(self, model: str | os.PathLike | None = None, runtime: str | None = None,
+                 threads: int | None = None, check_quality: bool = True):
+        self.model_path = resolve_model(model)
+        self.metadata = read_metadata(self.model_path)
+        try:
+            self.interpreter, self.runtime = make_interpreter(self.model_path, runtime, threads)
+        except ValueError as error:
+            raise ModelError(f"{self.model_path}: not a loadable TFLite model ({error})") from None
+        self._input = input_details(self.interpreter)
+        self._output = output_details(self.interpreter)
+        actual = [int(v) for v in self._input["shape"]]
+        if actual != self.metadata["input"]["shape"]:
+            raise ModelError(f"{self.model_path}: input shape {actual} does not match metadata "
+                             f"{self.metadata['input']['shape']}")
+        self.labels = tuple(self.metadata["labels"])
+        self.threshold = float(self.metadata["threshold"])
+        self.preprocessing = self.metadata["preprocessing"]
+        self.check_quality = check_quality
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.interpreter = None
+
+    def get_input_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self._input["shape"])
+
+    def positive_score(self, model_input: np.ndarray) -> float:
+        """One preprocessed float32 (h, w, c) image -> the model's positive-class probability."""
+        self.interpreter.set_tensor(self._input["index"], quantize(model_input[None], self._input))
+        self.interpreter.invoke()
+        return float(dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)[0, 0])
+
+    def classify(self, image: str | os.PathLike | np.ndarray) -> Classification:
+        """A file path or an HxWx3 uint8 RGB array -> Classification (raises edge.images.ImageError)."""
+        started = time.perf_counter()
+        rgb = image if isinstance(image, np.ndarray) else load_image(image)
+        decoded = time.perf_counter()
+        issues = quality_issues(rgb, self.preprocessing["name"]) if self.check_quality else []
+        model_input = preprocess(rgb, self.preprocessing)
+        prepared = time.perf_counter()
+        positive = self.positive_score(model_input)
+        done = time.perf_counter()
+        label = self.labels[1] if positive >= self.threshold else self.labels[0]
+        probabilities = {self.labels[0]: 1.0 - positive, self.labels[1]: positive}
+        timings = {"decode": (decoded - started) * 1000, "preprocess": (prepared - decoded) * 1000,
+                   "inference": (done - prepared) * 1000}
+        return Classification(label, probabilities[label], probabilities, (done - decoded) * 1000, issues, timings)
+
+    def classify_batch(self, images: list) -> list[Classification]:
+        return [self.classify(image) for image in images]

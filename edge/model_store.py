@@ -1,0 +1,62 @@
+"""Find a model by path or by shipped name, and the device's default model.
+
+Shipped names: ``brain``, ``leukemia`` (their int8 models), ``brain_float32``, ``leukemia_int8``...
+They are looked up in ``$EDGE_MODELS_DIR`` if set, then in the installed ``models`` package (so a
+plain ``pip install`` of the wheel finds them). The default model, when none is named, is
+``$EDGE_MODEL``, else ``default_model`` in the config file (``$EDGE_CONFIG``, else
+``~/.config/edge-medical/config.json``, else ``/etc/edge-medical/config.json``), else
+``leukemia_int8``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from edge.metadata import ModelError
+
+FALLBACK_DEFAULT = "leukemia_int8"
+CONFIG_FILES = ("~/.config/edge-medical/config.json", "/etc/edge-medical/config.json")
+
+
+def model_folders() -> list[Path]:
+    folders = [Path(os.environ["EDGE_MODELS_DIR"])] if os.environ.get("EDGE_MODELS_DIR") else []
+    try:
+        folders.append(Path(str(resources.files("models"))))
+    except ModuleNotFoundError:
+        pass
+    return folders
+
+
+def shipped_names() -> list[str]:
+    return sorted({p.stem for folder in model_folders() if folder.is_dir() for p in folder.glob("*.tflite")})
+
+
+def default_model() -> str:
+    if os.environ.get("EDGE_MODEL"):
+        return os.environ["EDGE_MODEL"]
+    candidates = [os.environ["EDGE_CONFIG"]] if os.environ.get("EDGE_CONFIG") else list(CONFIG_FILES)
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())["default_model"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ModelError(f"{path}: no usable default_model ({error})") from None
+    return FALLBACK_DEFAULT
+
+
+def resolve_model(model: str | os.PathLike | None = None) -> Path:
+    """A .tflite path from a path, a shipped name, or the default."""
+    model = os.fspath(model) if model is not None else default_model()
+    if model.endswith(".tflite") or os.sep in model:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"{model}: model file not found")
+        return path
+    name = model if "_" in model else f"{model}_int8"
+    for folder in model_folders():
+        if (folder / f"{name}.tflite").is_file():
+            return folder / f"{name}.tflite"
+    raise ModelError(f"unknown model {model!r}; shipped models: {', '.join(shipped_names()) or 'none found'}")
