@@ -79,7 +79,7 @@ def convert(args: argparse.Namespace) -> bool:
 
     calibration = calibration_samples(subset_samples(split, "train"), args.calibration, args.seed)
     _, x_calibration, _, _ = load_arrays(calibration, spec)
-    _, x_test, y_test, _ = load_arrays(subset_samples(split, "test"), spec)
+    test_samples, x_test, y_test, _ = load_arrays(subset_samples(split, "test"), spec)
     model = keras.models.load_model(model_path)
     precisions = ["float32", "int8"] + ["float16"] * args.float16 + ["dynamic"] * args.dynamic
     print(f"converting {model_path} ({', '.join(precisions)}), calibrating on {len(x_calibration)} images", flush=True)
@@ -122,6 +122,8 @@ def convert(args: argparse.Namespace) -> bool:
         "threshold": threshold, "metrics": metrics, "agreement": agreement, "tolerance_pp": args.tolerance,
         "int8_accuracy_drop_pp": (metrics["float32"]["accuracy"] - metrics["int8"]["accuracy"]) * 100,
         "int8_size_ratio": size_ratio, "passed": passed, "files": files,
+        "test_scores": {"paths": [s.path for s in test_samples], "labels": y_test.tolist(),
+                        **{k: [round(float(v), 6) for v in all_scores[k]] for k in flatbuffers}},
         "converted_with": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
                            "python": platform.python_version(), "machine": platform.machine()},
     }

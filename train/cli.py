@@ -38,6 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=12, help="epochs without validation AUC gain before stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", help="reuse a saved split.json instead of making a new one")
+    parser.add_argument("--backbone", choices=["small", "lite0"], default="small",
+                        help="small: compact CNN from scratch; lite0: ImageNet-pretrained EfficientNet-Lite0, fine-tuned")
+    parser.add_argument("--frozen-epochs", type=int, default=5,
+                        help="lite0: epochs training only the head before the whole network is fine-tuned")
     parser.add_argument("--cell-crop", choices=["tight", "fixed"], default="tight", help="leukemia crop (see edge/preprocess.py)")
     return parser.parse_args(argv)
 
@@ -82,7 +86,7 @@ def train(args: argparse.Namespace) -> dict:
     import tensorflow as tf
     from sklearn.utils.class_weight import compute_class_weight
 
-    from train.model import augmentation, build_model
+    from train.model import augmentation, build_model, build_pretrained_model
 
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
@@ -94,19 +98,33 @@ def train(args: argparse.Namespace) -> dict:
                 .prefetch(tf.data.AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val.astype("float32"))).batch(128)
 
-    model = build_model(x_train.shape[1:], width=args.width)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
     weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y_train)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(out / "model.keras", monitor="val_auc", mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-5),
-        keras.callbacks.CSVLogger(out / "history.csv"),
-    ]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
-                        class_weight={0: float(weights[0]), 1: float(weights[1])},
-                        verbose=1 if sys.stdout.isatty() else 2)
+
+    def fit(model, learning_rate, epochs, initial_epoch=0, best_so_far=None):
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
+                      metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(out / "model.keras", monitor="val_auc", mode="max", save_best_only=True,
+                                            initial_value_threshold=best_so_far),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-6),
+            keras.callbacks.CSVLogger(out / "history.csv", append=initial_epoch > 0),
+        ]
+        return model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                         callbacks=callbacks, class_weight={0: float(weights[0]), 1: float(weights[1])},
+                         verbose=1 if sys.stdout.isatty() else 2).history
+
+    if args.backbone == "small":
+        model = build_model(x_train.shape[1:], width=args.width)
+        history = fit(model, args.learning_rate, args.epochs)
+    else:
+        model, backbone = build_pretrained_model(x_train.shape[1:])
+        backbone.trainable = False
+        history = fit(model, args.learning_rate, args.frozen_epochs)
+        backbone.trainable = True
+        fine_tuned = fit(model, args.learning_rate / 20, args.epochs, initial_epoch=len(history["loss"]),
+                         best_so_far=max(history["val_auc"]))
+        history = {key: history[key] + fine_tuned.get(key, []) for key in history}
     model = keras.models.load_model(out / "model.keras")
 
     val_scores = model.predict(x_val, batch_size=128, verbose=0).ravel()
@@ -117,13 +135,13 @@ def train(args: argparse.Namespace) -> dict:
     config = {
         "task": args.task, "labels": list(labels), "preprocessing": spec, "threshold": threshold,
         "threshold_policy": THRESHOLD_POLICY[args.task], "grouped_by": split["grouped_by"], "seed": args.seed,
-        "data": args.data, "epochs_run": len(history.history["loss"]), "params": int(model.count_params()),
+        "data": args.data, "epochs_run": len(history["loss"]), "params": int(model.count_params()),
         "train_seconds": round(time.time() - started, 1),
         "args": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
     write_report(out, args.task, config, split["summary"], test_metrics, val_metrics,
-                 {k: [float(v) for v in vals] for k, vals in history.history.items()})
+                 {k: [float(v) for v in vals] for k, vals in history.items()})
     print(f"test: accuracy {test_metrics['accuracy']:.4f}  weighted F1 {test_metrics['weighted_f1']:.4f}  "
           f"sensitivity {test_metrics['sensitivity']:.4f}  specificity {test_metrics['specificity']:.4f}  "
           f"AUC {test_metrics['roc_auc']:.4f}  -> {out / 'report.md'}")

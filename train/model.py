@@ -47,3 +47,18 @@ def augmentation(task: str) -> keras.Sequential:
                  *geometry, layers.RandomBrightness(0.1, value_range=(0, 1)), layers.RandomContrast(0.15),
                  layers.RandomSaturation(0.15, value_range=(0, 1)), layers.RandomHue(0.04, value_range=(0, 1))]
     return keras.Sequential(steps, name=f"{task}_augmentation")
+
+
+def build_pretrained_model(input_shape: tuple[int, int, int], dropout: float = 0.3) -> tuple[keras.Model, keras.Model]:
+    """ImageNet-pretrained EfficientNet-Lite0 (ReLU6, no squeeze-excite: made for int8) with a
+    sigmoid head. -> (model, backbone); the backbone always runs its BatchNorm in inference mode,
+    so fine-tuning on a few thousand images does not disturb its statistics."""
+    from train.pretrained import efficientnet_lite0
+
+    backbone = efficientnet_lite0(input_shape, weights=True)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = backbone(inputs, training=False)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="score")(x)
+    return keras.Model(inputs, outputs, name="lite0_classifier"), backbone

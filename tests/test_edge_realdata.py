@@ -1,0 +1,57 @@
+"""The shipped models on real images from ../shared/data, in all three runtimes: the scores equal
+the conversion step's verification on the same held-out test images."""
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared_data
+from edge.classifier import Classifier
+
+pytestmark = pytest.mark.realdata
+ROOT = Path(__file__).resolve().parents[1]
+TFLITE_RUNTIME_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"
+PER_MODEL = 24
+
+
+def _recorded(task: str):
+    shared_data()
+    verification = json.loads((ROOT / "models" / f"{task}_verification.json").read_text())
+    scores = verification["test_scores"]
+    picks = np.linspace(0, len(scores["paths"]) - 1, PER_MODEL).astype(int)
+    paths = [str((ROOT / scores["paths"][i]).resolve()) for i in picks]
+    return paths, [scores["int8"][i] for i in picks], [scores["labels"][i] for i in picks], verification["threshold"]
+
+
+@pytest.mark.parametrize("task", ["brain", "leukemia"])
+@pytest.mark.parametrize("runtime", ["ai-edge-litert", "tensorflow"])
+def test_int8_scores_equal_the_verification(task, runtime):
+    pytest.importorskip("tensorflow" if runtime == "tensorflow" else "ai_edge_litert")
+    paths, expected, labels, threshold = _recorded(task)
+    with Classifier(task, runtime=runtime) as classifier:
+        results = [classifier.classify(p) for p in paths]
+    scores = [r.probabilities[classifier.labels[1]] for r in results]
+    np.testing.assert_allclose(scores, expected, atol=2e-6)
+    predicted = [int(s >= threshold) for s in scores]
+    assert [classifier.labels[p] for p in predicted] == [r.label for r in results]
+    assert np.mean(np.array(predicted) == np.array(labels)) >= 0.6  # a sample of the test split
+
+
+@pytest.mark.parametrize("task", ["brain", "leukemia"])
+def test_int8_scores_equal_the_verification_in_tflite_runtime(task):
+    if not TFLITE_RUNTIME_PYTHON.exists():
+        pytest.skip("no .venv-tflite-runtime (make test creates it)")
+    paths, expected, _, _ = _recorded(task)
+    script = (
+        "import json, sys\n"
+        "from edge.classifier import Classifier\n"
+        f"classifier = Classifier({task!r}, runtime='tflite-runtime')\n"
+        "paths = json.loads(sys.stdin.read())\n"
+        "print(json.dumps([classifier.classify(p).probabilities[classifier.labels[1]] for p in paths]))\n"
+    )
+    done = subprocess.run([str(TFLITE_RUNTIME_PYTHON), "-c", script], input=json.dumps(paths), capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(json.loads(done.stdout), expected, atol=2e-6)
