@@ -90,7 +90,10 @@ class _StateDictUnpickler(pickle.Unpickler):
 
 def _read_zip(path: Path, storages: dict):
     with zipfile.ZipFile(path) as archive:
-        pickle_name = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+        pickle_names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not pickle_names:
+            raise ValueError(f"{path} is a zip file without data.pkl: not a torch.save file")
+        pickle_name = pickle_names[0]
         prefix = pickle_name[: -len("data.pkl")]
         with archive.open(pickle_name) as file:
             result = _StateDictUnpickler(file, storages).load()
@@ -104,7 +107,11 @@ def _read_legacy(path: Path, storages: dict):
     # torch.save before 1.6: pickles of magic number, protocol version and sys info, then the
     # object, then the list of storage keys, then each storage as an int64 count and raw bytes.
     with open(path, "rb") as file:
-        if pickle.load(file) != _LEGACY_MAGIC:
+        try:
+            magic = pickle.load(file)
+        except Exception:  # noqa: BLE001 - any unpickling failure means "not a torch file"
+            magic = None
+        if magic != _LEGACY_MAGIC:
             raise ValueError(f"{path} is neither a zip nor a legacy torch.save file")
         pickle.load(file)  # protocol version
         sys_info = pickle.load(file)
