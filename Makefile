@@ -27,13 +27,13 @@ test: setup $(TFLITE_VENV)/.installed
 demo: setup
 	$(BIN)/python -m convert.check_models models
 
-# Reproduce the shipped models from the real data (CPU: about an hour for both).
+# Reproduce the shipped models from the real data (2-core CPU: about an hour each).
 models: brain-model leukemia-model
 
 brain-model: setup
-	$(BIN)/edge-train brain --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h --out runs/brain --epochs 80 --patience 15
+	$(BIN)/edge-train brain --backbone lite0 --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h --out runs/brain --frozen-epochs 4 --epochs 14 --patience 5 --learning-rate 1e-3
 	$(BIN)/edge-convert runs/brain --out models
 
 leukemia-model: setup
-	$(BIN)/edge-train leukemia --data $(DATA)/cnmc --out runs/leukemia --cell-crop fixed --epochs 40
+	$(BIN)/edge-train leukemia --backbone lite0 --data $(DATA)/cnmc --out runs/leukemia --frozen-epochs 4 --epochs 12 --patience 5 --learning-rate 1e-3
 	$(BIN)/edge-convert runs/leukemia --out models

