@@ -26,6 +26,8 @@ test: setup $(TFLITE_VENV)/.installed
 
 demo: setup
 	$(BIN)/python -m convert.check_models models
+	$(BIN)/edge-classify --model brain "$(DATA)/brain_mri/brain_tumor_dataset/yes/Y1*" "$(DATA)/brain_mri/brain_tumor_dataset/no/1*"
+	$(BIN)/edge-classify --model leukemia "$(DATA)/cnmc/all/UID_11_1*" "$(DATA)/cnmc/hem/UID_H10_1_*"
 
 # Reproduce the shipped models from the real data (2-core CPU: about an hour each).
 models: brain-model leukemia-model

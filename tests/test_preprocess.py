@@ -54,3 +54,12 @@ def test_cell_crops_tight_and_fixed():
 def test_rejects_non_rgb_arrays():
     with pytest.raises(ValueError, match="RGB"):
         preprocess(np.zeros((10, 10), np.uint8), default_spec("brain"))
+
+
+def test_stain_normalisation_removes_tint_and_keeps_background_black():
+    cell = synthetic_cell(8, True, size=300)
+    tinted = np.clip(cell.astype(float) * (1.3, 0.8, 1.1), 0, 255).astype(np.uint8)
+    spec = {"name": "cnmc_cell", "size": 64, "crop": "tight", "stain": "channel-mean"}
+    plain, shifted = preprocess(cell, spec), preprocess(tinted, spec)
+    assert np.abs(plain - shifted).mean() < 0.01
+    assert plain[0, 0].max() == 0 and plain[-1, -1].max() == 0  # corners are background

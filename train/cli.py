@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--frozen-epochs", type=int, default=5,
                         help="lite0: epochs training only the head before the whole network is fine-tuned")
     parser.add_argument("--cell-crop", choices=["tight", "fixed"], default="tight", help="leukemia crop (see edge/preprocess.py)")
+    parser.add_argument("--stain-norm", action="store_true", help="leukemia: normalise each cell's channel means")
     return parser.parse_args(argv)
 
 
@@ -87,6 +88,8 @@ def train(args: argparse.Namespace) -> dict:
     spec = default_spec(args.task, args.size)
     if args.task == "leukemia":
         spec["crop"] = args.cell_crop
+        if args.stain_norm:
+            spec["stain"] = "channel-mean"
     started = time.time()
     split, arrays = prepare_data(args, spec)
     save_split(split, out / "split.json")
