@@ -48,7 +48,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             with Image.open(name) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
-                    raise ImageError(f"{name}: {width}x{height} pixels is over the limit of {MAX_PIXELS}")
+                    raise ImageError(f"{name}: too many pixels ({width}x{height}, the limit is {MAX_PIXELS})")
                 if getattr(image, "n_frames", 1) > 1:
                     raise ImageError(f"{name}: animated or multi-frame image ({image.n_frames} frames)")
                 image.load()
@@ -62,6 +62,6 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name}: too many pixels ({error})") from None
+        raise ImageError(f"{name}: too many pixels (decompression bomb guard: {error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{name}: damaged image ({error})") from None

@@ -75,7 +75,7 @@ def _bad_corpus(folder: Path) -> dict[str, str]:
     frames = [Image.fromarray(synthetic_cell(i, True)) for i in range(3)]
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
     return {"empty.png": "empty", "text.jpg": "not an image", "truncated.png": "damaged",
-            "bomb.png": "over the limit", "animated.gif": "animated"}
+            "bomb.png": "too many pixels", "animated.gif": "animated"}
 
 
 def test_bad_inputs_get_one_line_errors_and_do_not_stop_the_rest(cells, tmp_path, capsys):
