@@ -187,3 +187,13 @@ def test_works_where_tensorflow_cannot_be_imported(cells, tmp_path):
         "print(result.label)\n")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert api.returncode == 0, api.stderr
     assert api.stdout.strip() in ("yes", "no")
+
+
+def test_batch_equals_one_by_one():
+    images = [synthetic_cell(i, i % 2 == 0, size=300) for i in range(5)]
+    with Classifier("leukemia") as classifier:
+        batch = classifier.classify_batch(images)
+        single = [classifier.classify(image) for image in images]
+        assert classifier.get_input_shape() == (1, 96, 96, 3)
+    assert [r.label for r in batch] == [r.label for r in single]
+    np.testing.assert_allclose([r.score for r in batch], [r.score for r in single], atol=1e-6)
