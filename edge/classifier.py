@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.images import load_image
-from edge.interpreter import dequantize, input_details, make_interpreter, output_details, quantize
+from edge.interpreter import input_details, make_interpreter, run_batch
 from edge.metadata import ModelError, read_metadata
 from edge.model_store import resolve_model
 from edge.preprocess import preprocess
@@ -40,7 +40,6 @@ class Classifier:
         except ValueError as error:
             raise ModelError(f"{self.model_path}: not a loadable TFLite model ({error})") from None
         self._input = input_details(self.interpreter)
-        self._output = output_details(self.interpreter)
         actual = [int(v) for v in self._input["shape"]]
         self._input_shape = tuple(actual)
         if actual != self.metadata["input"]["shape"]:
@@ -72,14 +71,11 @@ class Classifier:
         self.interpreter.resize_tensor_input(self._input["index"], [count, *self._input_shape[1:]])
         self.interpreter.allocate_tensors()
         self._input = input_details(self.interpreter)
-        self._output = output_details(self.interpreter)
 
     def positive_scores(self, model_inputs: np.ndarray) -> np.ndarray:
         """Preprocessed float32 (n, h, w, c) images -> positive-class probabilities, one invoke."""
         self._set_batch_size(len(model_inputs))
-        self.interpreter.set_tensor(self._input["index"], quantize(model_inputs, self._input))
-        self.interpreter.invoke()
-        return dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)[:, 0]
+        return run_batch(self.interpreter, model_inputs)[:, 0]
 
     def _result(self, positive: float, latency_ms: float, issues: list[str], timings: dict) -> Classification:
         label = self.labels[1] if positive >= self.threshold else self.labels[0]

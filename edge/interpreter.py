@@ -69,13 +69,18 @@ def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def run_one(interpreter, image: np.ndarray) -> np.ndarray:
-    """One preprocessed float32 (h, w, c) image -> the dequantized output vector."""
+def run_batch(interpreter, images: np.ndarray) -> np.ndarray:
+    """Preprocessed float32 (n, h, w, c) images, n matching the input tensor -> dequantized outputs."""
     details = input_details(interpreter)
-    interpreter.set_tensor(details["index"], quantize(image[None], details))
+    interpreter.set_tensor(details["index"], quantize(images, details))
     interpreter.invoke()
     out = output_details(interpreter)
-    return dequantize(interpreter.get_tensor(out["index"]), out)[0]
+    return dequantize(interpreter.get_tensor(out["index"]), out)
+
+
+def run_one(interpreter, image: np.ndarray) -> np.ndarray:
+    """One preprocessed float32 (h, w, c) image -> the dequantized output vector."""
+    return run_batch(interpreter, image[None])[0]
 
 
 def scores(interpreter, images: np.ndarray) -> np.ndarray:
