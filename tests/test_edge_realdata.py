@@ -62,3 +62,17 @@ def test_int8_scores_equal_the_verification_in_tflite_runtime(task):
     _, _, _, threshold = _recorded(task)
     assert np.abs(scores - expected).mean() <= 0.05
     assert np.mean((scores >= threshold) == (expected >= threshold)) >= 0.9
+
+
+@pytest.mark.parametrize("task, folder", [("brain", ("brain_mri",)), ("leukemia", ("cnmc",))])
+def test_real_images_pass_their_models_quality_gates(task, folder):
+    import random
+
+    from edge.images import load_image
+    from edge.quality import quality_issues
+
+    paths = sorted(p for p in shared_data(*folder).rglob("*") if p.is_file())
+    sample = random.Random(1).sample(paths, 60)
+    spec_name = "brain_mri" if task == "brain" else "cnmc_cell"
+    flagged = {str(p): quality_issues(load_image(p), spec_name) for p in sample}
+    assert not {p: i for p, i in flagged.items() if i}
