@@ -30,8 +30,8 @@ def write_metadata(model_path: str | os.PathLike, metadata: dict) -> Path:
     return path
 
 
-def read_metadata(model_path: str | os.PathLike, verify: bool = True) -> dict:
-    """The model's metadata; with verify, refuses a model whose SHA-256 differs from the record."""
+def read_metadata(model_path: str | os.PathLike) -> dict:
+    """The model's metadata; refuses a model whose SHA-256 differs from the record."""
     model_path = Path(model_path)
     path = sidecar_path(model_path)
     if not model_path.is_file():
@@ -42,6 +42,6 @@ def read_metadata(model_path: str | os.PathLike, verify: bool = True) -> dict:
         raise ModelError(f"{model_path}: metadata {path.name} not found beside the model") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelError(f"{path}: unreadable metadata ({error})") from None
-    if verify and metadata.get("sha256") != sha256_of(model_path):
+    if metadata.get("sha256") != sha256_of(model_path):
         raise ModelError(f"{model_path}: SHA-256 does not match its metadata (file changed or corrupt)")
     return metadata
