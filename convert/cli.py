@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -106,17 +107,19 @@ def convert(args: argparse.Namespace) -> bool:
                 "split": split["summary"], "epochs_run": config.get("epochs_run"), "params": config.get("params"),
                 "calibration_images": len(x_calibration)}
     split_copy = out / f"{name}_split.json"
-    split_copy.write_text((run / "split.json").read_text())
+    shutil.copyfile(run / "split.json", split_copy)
     training["split_file"] = split_copy.name
+    metadata = {}
     for file in files:
         precision = file["precision"]
-        write_metadata(out / file["file"], {
+        metadata[precision] = {
             "name": f"{name}_{precision}", "task": task, "precision": precision, "labels": labels,
             "positive_label": labels[1], "input": tensors[precision][0], "output": tensors[precision][1],
             "preprocessing": spec, "threshold": threshold, "threshold_policy": config["threshold_policy"],
             "training": training, "metrics": metrics[precision],
             "keras_validation_metrics": report_config.get("validation"),
-        })
+        }
+        write_metadata(out / file["file"], metadata[precision])
     verification = {
         "name": name, "task": task, "test_images": int(len(y_test)), "calibration_images": len(x_calibration),
         "threshold": threshold, "metrics": metrics, "agreement": agreement, "tolerance_pp": args.tolerance,
@@ -131,8 +134,7 @@ def convert(args: argparse.Namespace) -> bool:
     (out / f"{name}_verification.md").write_text(verification_markdown(verification))
     from convert.model_card import model_card
 
-    metadata = json.loads((out / f"{name}_int8.json").read_text())
-    (out / f"{name}_MODEL_CARD.md").write_text(model_card(name, task, verification, metadata))
+    (out / f"{name}_MODEL_CARD.md").write_text(model_card(name, task, verification, metadata["int8"]))
     print(metrics_table(metrics))
     print(f"float32/int8 agreement {agreement:.4f}; int8 size {size_ratio:.1%} of float32; "
           f"int8 accuracy drop {verification['int8_accuracy_drop_pp']:.2f} pp (tolerance {args.tolerance} pp): "
