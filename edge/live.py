@@ -1,0 +1,329 @@
+"""edge-live: classify frames from a camera in real time, with or without a screen.
+
+    edge-live --source picamera2                       # Pi camera, one segmented cell in view
+    edge-live --source 0 --mode field --log run.jsonl  # USB microscope camera, count blasts per field
+    edge-live --source video.mp4 --headless --max-frames 300
+
+SOURCE is picamera2[:N], a camera index (0 = /dev/video0), a video file or stream URL, or a folder
+of images (replayed at --fps). Capture runs in its own thread and only the newest frame is
+classified. A lost camera is reopened with backoff. Ctrl-C or SIGTERM stop cleanly.
+With a window: `s` saves a snapshot, `q` quits. Headless: SIGUSR1 saves a snapshot.
+
+Exit status: 0 on a normal stop, 1 when the source cannot be opened, 2 for a usage or model error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+
+import numpy as np
+
+from edge.interpreter import RUNTIMES, RuntimeUnavailable
+from edge.metadata import ModelError
+from edge.sources import FolderSource, LatestFrame, SourceError, open_source
+
+STATUS_INTERVAL_S = 2.0
+POSITIVE_SNAPSHOT_INTERVAL_S = 1.0  # at most one snapshot a second when saving every positive
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edge-live", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="picamera2[:N], a camera index, a video file/URL, or a folder")
+    parser.add_argument("--model", help="a .tflite path or a shipped name (default: the device's configured model)")
+    parser.add_argument("--mode", choices=("cell", "field"), default="cell",
+                        help="cell: the frame is one cell or scan; field: find and classify every white cell")
+    parser.add_argument("--threads", type=int, help="interpreter threads")
+    parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime")
+    parser.add_argument("--max-frames", type=int, help="stop after classifying this many frames")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--fps", type=float, help="replay rate of a folder or video file (0: as fast as possible)")
+    parser.add_argument("--loop", action="store_true", help="replay a folder forever")
+    parser.add_argument("--log", help="append one JSON line per frame (and per camera event) to this file")
+    parser.add_argument("--snapshots", help="folder for snapshots (key s, SIGUSR1, or --snapshot-positives)")
+    parser.add_argument("--snapshot-positives", action="store_true", help="save a snapshot of positive frames (<= 1/s)")
+    parser.add_argument("--headless", action="store_true", help="no window even when a display exists")
+    parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
+    args = parser.parse_args(argv)
+    if args.snapshot_positives and not args.snapshots:
+        parser.error("--snapshot-positives needs --snapshots DIR")
+    for name in ("max_frames", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+class ResultsLog:
+    """Append-only JSON lines. Each record goes to the file in one write() on an O_APPEND descriptor,
+    so a killed process leaves only complete lines (a partial last line left by a power cut is
+    closed off before the next record)."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(self.fd).st_size
+        if size:
+            with open(path, "rb") as existing:
+                existing.seek(size - 1)
+                if existing.read(1) != b"\n":
+                    os.write(self.fd, b"\n")
+
+    def write(self, record: dict) -> None:
+        os.write(self.fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class LiveRun:
+    """One run of the capture -> classify -> overlay -> log loop."""
+
+    def __init__(self, args: argparse.Namespace, classifier, source, log: ResultsLog | None):
+        self.args, self.classifier, self.source, self.log = args, classifier, source, log
+        self.positive_label = classifier.labels[1]
+        self.stop_requested = threading.Event()
+        self.snapshot_requested = threading.Event()
+        self.frame_times: deque[float] = deque(maxlen=30)
+        self.stage_ms: dict[str, list[float]] = {}
+        self.frames = 0
+        self.totals = {"cells": 0, "blasts": 0}
+        self.last_positive_snapshot = 0.0
+        self.window = None if args.headless else self._open_window()
+        self.skipped_reported = 0
+
+    # -- events and output ------------------------------------------------------------------
+    def event(self, kind: str, message: str) -> None:
+        print(f"edge-live: {message}", file=sys.stderr, flush=True)
+        if self.log:
+            self.log.write({"time": now_iso(), "event": kind, "source": str(self.source), "message": message})
+
+    def _open_window(self):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return None
+        import cv2
+        try:
+            cv2.namedWindow("edge-live", cv2.WINDOW_AUTOSIZE)
+        except cv2.error:
+            print("edge-live: this OpenCV build has no window support; running headless", file=sys.stderr)
+            return None
+        return "edge-live"
+
+    # -- one frame ----------------------------------------------------------------------------
+    def classify_cell_frame(self, rgb: np.ndarray):
+        """-> (log record, draw(frame), stage timings, positive?)"""
+        result = self.classifier.classify(rgb)
+        record = {"label": result.label, "score": round(result.score, 5),
+                  "probabilities": {k: round(v, 5) for k, v in result.probabilities.items()}}
+        if result.issues:
+            record["issues"] = result.issues
+        positive = result.label == self.positive_label
+
+        def draw(frame):
+            from edge.overlay import draw_label
+            draw_label(frame, result.label, result.score, positive)
+
+        timings = {"preprocess": result.timings_ms["preprocess"], "inference": result.timings_ms["inference"]}
+        return record, draw, timings, positive
+
+    def classify_field_frame(self, rgb: np.ndarray):
+        from edge.field import cell_crops, find_white_cells
+        started = time.perf_counter()
+        cells = find_white_cells(rgb)
+        crops = cell_crops(rgb, cells)
+        detected = time.perf_counter()
+        results = self.classifier.classify_batch(crops)
+        count = len(results)
+        share = {"preprocess": sum(r.timings_ms["preprocess"] for r in results),
+                 "inference": sum(r.timings_ms["inference"] for r in results)}
+        blasts = sum(r.label == self.positive_label for r in results)
+        self.totals["cells"] += count
+        self.totals["blasts"] += blasts
+        record = {"cells": [{"box": [int(v) for v in cell.box], "label": r.label, "score": round(r.score, 5),
+                             **({"issues": r.issues} if r.issues else {})} for cell, r in zip(cells, results)],
+                  "counts": {"cells": count, "blasts": blasts, "blast_ratio": round(blasts / count, 4) if count else None},
+                  "totals": {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
+                             if self.totals["cells"] else None}}
+
+        def draw(frame):
+            from edge.overlay import draw_cell
+            for cell, r in zip(cells, results):
+                draw_cell(frame, cell.box, r.label, r.score, r.label == self.positive_label)
+
+        timings = {"detect": (detected - started) * 1000, **share}
+        return record, draw, timings, blasts > 0
+
+    def status_lines(self, latency_ms: float) -> list[str]:
+        lines = [f"{self.fps():.1f} fps  {latency_ms:.0f} ms"]
+        if self.args.mode == "field":
+            ratio = self.totals["blasts"] / self.totals["cells"] if self.totals["cells"] else 0.0
+            lines.append(f"cells {self.totals['cells']}  blasts {self.totals['blasts']} ({ratio:.0%})")
+        return lines
+
+    def fps(self) -> float:
+        if len(self.frame_times) < 2:
+            return 0.0
+        return (len(self.frame_times) - 1) / max(self.frame_times[-1] - self.frame_times[0], 1e-9)
+
+    def save_snapshot(self, bgr: np.ndarray, number: int, label: str) -> None:
+        import cv2
+        os.makedirs(self.args.snapshots, exist_ok=True)
+        path = os.path.join(self.args.snapshots, f"{datetime.now():%Y%m%d-%H%M%S}_frame{number:06d}_{label}.png")
+        if not cv2.imwrite(path, bgr):
+            self.event("snapshot_failed", f"could not write {path}")
+            return
+        if self.log:
+            self.log.write({"time": now_iso(), "event": "snapshot", "path": path, "frame": number})
+
+    def process(self, frame, wait_ms: float) -> None:
+        rgb = frame.rgb
+        if self.args.mode == "field":
+            record, draw, timings, positive = self.classify_field_frame(rgb)
+        else:
+            record, draw, timings, positive = self.classify_cell_frame(rgb)
+        classified = time.monotonic()
+        self.frames += 1
+        self.frame_times.append(classified)
+        drawing_started = time.perf_counter()
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        draw(bgr)
+        from edge.overlay import draw_status
+        draw_status(bgr, self.status_lines((classified - frame.captured) * 1000))
+        timings["overlay"] = (time.perf_counter() - drawing_started) * 1000
+        timings = {"capture_wait": wait_ms, **timings, "end_to_end": (time.monotonic() - frame.captured) * 1000}
+        for stage, value in timings.items():
+            self.stage_ms.setdefault(stage, []).append(value)
+        if self.log:
+            self.log.write({"time": now_iso(), "frame": frame.number, "source": str(self.source),
+                            "mode": self.args.mode, **record,
+                            "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
+        label = "positive" if positive else "negative"
+        if self.args.snapshots and (self.snapshot_requested.is_set() or (
+                positive and self.args.snapshot_positives
+                and classified - self.last_positive_snapshot >= POSITIVE_SNAPSHOT_INTERVAL_S)):
+            if positive and not self.snapshot_requested.is_set():
+                self.last_positive_snapshot = classified
+            self.snapshot_requested.clear()
+            self.save_snapshot(bgr, frame.number, label)
+        if self.window:
+            import cv2
+            cv2.imshow(self.window, bgr)
+            key = cv2.waitKey(1) & 0xFF
+            if key == ord("q"):
+                self.stop_requested.set()
+            elif key == ord("s") and self.args.snapshots:
+                self.save_snapshot(bgr, frame.number, label)
+
+    def report_skipped(self) -> None:
+        if isinstance(self.source, FolderSource):
+            for message in self.source.skipped[self.skipped_reported:]:
+                self.event("image_skipped", message)
+            self.skipped_reported = len(self.source.skipped)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> dict:
+        started = time.monotonic()
+        next_status = started + STATUS_INTERVAL_S
+        with LatestFrame(self.source, on_event=self.event, opened=True) as frames:
+            while not self.stop_requested.is_set():
+                if self.args.duration and time.monotonic() - started >= self.args.duration:
+                    break
+                waiting = time.perf_counter()
+                frame = frames.get(timeout=0.25)
+                self.report_skipped()
+                if frame is None:
+                    if frames.ended:
+                        break
+                    continue
+                self.process(frame, (time.perf_counter() - waiting) * 1000)
+                if self.args.max_frames and self.frames >= self.args.max_frames:
+                    break
+                if time.monotonic() >= next_status and not self.window:
+                    next_status += STATUS_INTERVAL_S
+                    print(f"edge-live: {self.frames} frames, " + "; ".join(self.status_lines(
+                        self.stage_ms["end_to_end"][-1])), file=sys.stderr, flush=True)
+            elapsed = time.monotonic() - started
+            summary = {"frames": self.frames, "captured": frames.captured, "dropped": frames.dropped,
+                       "reopened": frames.reopened, "seconds": round(elapsed, 3),
+                       "fps": round(self.frames / elapsed, 2) if elapsed else 0.0,
+                       "median_ms": {stage: round(statistics.median(values), 3)
+                                     for stage, values in self.stage_ms.items()}}
+        if self.args.mode == "field":
+            summary["totals"] = {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
+                                 if self.totals["cells"] else None}
+        if self.window:
+            import cv2
+            cv2.destroyAllWindows()
+        return summary
+
+
+def print_summary(summary: dict) -> None:
+    stages = ", ".join(f"{stage} {value:.1f}" for stage, value in summary["median_ms"].items())
+    print(f"edge-live: {summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps); "
+          f"captured {summary['captured']}, dropped {summary['dropped']}, camera reopened {summary['reopened']} times",
+          file=sys.stderr)
+    if stages:
+        print(f"edge-live: median ms per frame: {stages}", file=sys.stderr)
+    if "totals" in summary:
+        totals = summary["totals"]
+        ratio = "n/a" if totals["blast_ratio"] is None else f"{totals['blast_ratio']:.1%}"
+        print(f"edge-live: cells {totals['cells']}, blasts {totals['blasts']}, blast ratio {ratio}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from edge.classifier import Classifier
+    try:
+        classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
+                                check_quality=not args.no_quality)
+    except (ModelError, RuntimeUnavailable) as error:
+        print(f"edge-live: {error}", file=sys.stderr)
+        return 2
+    if args.mode == "field" and classifier.preprocessing["name"] != "cnmc_cell":
+        print(f"edge-live: field mode needs a cell model; {classifier.model_path.name} is "
+              f"{classifier.preprocessing['name']}", file=sys.stderr)
+        return 2
+    try:
+        source = open_source(args.source, fps=args.fps, loop=args.loop)
+        source.open()
+    except SourceError as error:
+        print(f"edge-live: {error}", file=sys.stderr)
+        return 1
+    log = ResultsLog(args.log) if args.log else None
+    run = LiveRun(args, classifier, source, log)
+
+    def request_stop(signum, _frame):
+        run.stop_requested.set()
+
+    handlers = {signal.SIGTERM: request_stop, signal.SIGINT: request_stop,
+                signal.SIGUSR1: lambda *_: run.snapshot_requested.set()}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    if log:
+        log.write({"time": now_iso(), "event": "start", "source": str(source), "mode": args.mode,
+                   "model": str(classifier.model_path), "runtime": classifier.runtime})
+    try:
+        summary = run.run()
+    finally:
+        classifier.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if log:
+        log.write({"time": now_iso(), "event": "stop", **summary})
+        log.close()
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

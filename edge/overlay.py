@@ -1,0 +1,47 @@
+"""Draw live results onto a frame with OpenCV: the label and confidence, FPS and latency, and in
+field mode a box and label on each cell. Frames are drawn in place, in BGR order (OpenCV's)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+POSITIVE_BGR = (40, 40, 230)   # red: a positive call (tumour, blast)
+NEGATIVE_BGR = (60, 190, 60)   # green
+TEXT_BGR = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour=TEXT_BGR) -> None:
+    """White-on-black text, readable on any background."""
+    (width, height), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    x, y = origin
+    cv2.rectangle(frame, (x - 2, y - height - 3), (x + width + 2, y + baseline), (0, 0, 0), -1)
+    cv2.putText(frame, text, (x, y), FONT, scale, colour, 1, cv2.LINE_AA)
+
+
+def _scale(frame: np.ndarray) -> float:
+    return max(0.35, min(frame.shape[:2]) / 480 * 0.6)
+
+
+def draw_status(frame: np.ndarray, lines: list[str]) -> None:
+    """Status lines (FPS, latency, counts) in the top-left corner."""
+    scale = _scale(frame)
+    step = int(22 * scale / 0.6)
+    for i, line in enumerate(lines):
+        _text(frame, line, (6, step * (i + 1)), scale)
+
+
+def draw_label(frame: np.ndarray, label: str, score: float, positive: bool) -> None:
+    """The whole-frame result in the bottom-left corner, red when positive."""
+    scale = _scale(frame) * 1.3
+    _text(frame, f"{label} {score:.0%}", (6, frame.shape[0] - 10), scale,
+          POSITIVE_BGR if positive else NEGATIVE_BGR)
+
+
+def draw_cell(frame: np.ndarray, box: tuple[int, int, int, int], label: str, score: float, positive: bool) -> None:
+    """A box (x, y, width, height) around one cell and its label above it."""
+    x, y, width, height = (int(v) for v in box)
+    colour = POSITIVE_BGR if positive else NEGATIVE_BGR
+    cv2.rectangle(frame, (x, y), (x + width, y + height), colour, 2 if positive else 1)
+    scale = _scale(frame) * 0.7
+    _text(frame, f"{label} {score:.0%}", (x, max(12, y - 4)), scale, colour)

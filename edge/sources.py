@@ -1,0 +1,367 @@
+"""Frame sources for live classification: a Pi camera, an OpenCV camera or video, a folder replay.
+
+Every source is a context manager that yields HxWx3 uint8 RGB frames from ``read()``:
+
+    with open_source("0") as source:          # USB microscope camera /dev/video0
+        rgb = source.read()
+
+``open_source`` picks the source from a string: ``picamera2`` (or ``picamera2:1`` for a second
+camera), a device index, a folder of images, or a video file or stream URL. Hardware libraries
+are imported only when their source is opened: picamera2 for the Pi camera, cv2 for OpenCV.
+
+``LatestFrame`` runs a source in a background thread and keeps only the newest frame, so a slow
+model never works on stale frames, and it reopens a lost camera with backoff.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.images import ImageError, is_image_file, load_image
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened or a read failed (a lost camera); it may be reopened."""
+
+
+class EndOfStream(Exception):
+    """A finite source (a video file, a folder without --loop) has no more frames."""
+
+
+class FrameSource:
+    """Base class: ``open()``, ``read() -> RGB uint8``, ``close()``; a context manager."""
+
+    name = "source"
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Pacer:
+    """Sleeps so that successive frames are at least 1/fps apart (no pacing when fps is 0 or None)."""
+
+    def __init__(self, fps: float | None):
+        self.interval = 1.0 / fps if fps else 0.0
+        self.next_time = 0.0
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if self.next_time > now:
+            time.sleep(self.next_time - now)
+        self.next_time = max(now, self.next_time) + self.interval
+
+
+def _import_cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise SourceError("OpenCV is not installed: pip install 'edge-medical[camera]'") from None
+    return cv2
+
+
+class OpenCVSource(FrameSource):
+    """A V4L2/UVC camera (device index), a video file or a stream URL, through cv2.VideoCapture.
+
+    A video file stands in for a camera: it is played at its own frame rate (``fps`` overrides it;
+    0 plays as fast as it decodes) and ends with EndOfStream. A camera or stream that stops
+    delivering raises SourceError, so it can be reopened.
+    """
+
+    def __init__(self, target: int | str, fps: float | None = None, size: tuple[int, int] | None = None):
+        self.target = target
+        self.is_file = isinstance(target, str) and os.path.isfile(target)
+        self.fps = fps
+        self.size = size
+        self.capture = None
+        self.pacer = Pacer(None)
+        self.name = f"camera {target}" if isinstance(target, int) else str(target)
+
+    def open(self) -> None:
+        cv2 = _import_cv2()
+        capture = cv2.VideoCapture(self.target)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"{self.name}: cannot open (not connected, busy, or not a video)")
+        if isinstance(self.target, int):
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues several frames; keep the newest
+            if self.size:
+                capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+                capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        fps = self.fps
+        if fps is None and self.is_file:
+            fps = capture.get(cv2.CAP_PROP_FPS) or None
+        self.pacer = Pacer(fps)
+        self.capture = capture
+
+    def read(self) -> np.ndarray:
+        if self.capture is None:
+            raise SourceError(f"{self.name}: not open")
+        self.pacer.wait()
+        ok, bgr = self.capture.read()
+        if not ok:
+            if self.is_file:
+                raise EndOfStream(self.name)
+            raise SourceError(f"{self.name}: read failed (camera unplugged or stream ended)")
+        if bgr.ndim == 2:
+            bgr = np.repeat(bgr[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(bgr[:, :, 2::-1])
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+class FolderSource(FrameSource):
+    """The images of a folder in name order, replayed at ``fps`` (0: as fast as they load).
+
+    An unreadable image is skipped and its one-line reason appended to ``skipped``, so one bad
+    file does not stop a run.
+    """
+
+    def __init__(self, folder: str, fps: float | None = 10.0, loop: bool = False):
+        self.folder = folder
+        self.fps = fps
+        self.loop = loop
+        self.paths: list[str] = []
+        self.position = 0
+        self.bad_paths: set[str] = set()
+        self.skipped: list[str] = []  # "path: reason" of each unreadable image, once
+        self.pacer = Pacer(fps)
+        self.name = folder
+
+    def open(self) -> None:
+        if not os.path.isdir(self.folder):
+            raise SourceError(f"{self.folder}: no such folder")
+        self.paths = sorted(os.path.join(self.folder, name) for name in os.listdir(self.folder)
+                            if is_image_file(name))
+        if not self.paths:
+            raise SourceError(f"{self.folder}: no image files")
+        self.position = 0
+
+    def read(self) -> np.ndarray:
+        while True:
+            if self.position >= len(self.paths):
+                if not self.loop or len(self.bad_paths) >= len(self.paths):
+                    raise EndOfStream(self.name)
+                self.position = 0
+            path = self.paths[self.position]
+            self.position += 1
+            try:
+                rgb = load_image(path)
+            except ImageError as error:
+                if path not in self.bad_paths:
+                    self.bad_paths.add(path)
+                    self.skipped.append(str(error))
+                continue
+            self.pacer.wait()
+            return rgb
+
+
+class PiCameraSource(FrameSource):
+    """A Raspberry Pi camera through picamera2 (installed from the OS: apt install python3-picamera2).
+
+    The main stream is RGB888, which picamera2 delivers in BGR order; the lores stream, near the
+    model's input size, is YUV420 (the only lores format a Pi 4 supports). ``stream`` picks which
+    one is read: "lores" (cheap, for single cells) or "main" (full field of view).
+    """
+
+    def __init__(self, camera_num: int = 0, main_size=(640, 480), lores_size=(320, 240), stream: str = "lores"):
+        if stream not in ("main", "lores"):
+            raise ValueError(f"stream must be 'main' or 'lores', not {stream!r}")
+        self.camera_num = camera_num
+        self.main_size = tuple(main_size)
+        self.lores_size = tuple(lores_size)
+        self.stream = stream
+        self.camera = None
+        self.name = f"picamera2:{camera_num}"
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError:
+            raise SourceError("picamera2 is not installed: on a Raspberry Pi, apt install python3-picamera2 "
+                              "and create the venv with --system-site-packages") from None
+        if self.camera_num >= len(Picamera2.global_camera_info()):
+            raise SourceError(f"{self.name}: no camera found (check the ribbon cable and `rpicam-hello --list-cameras`)")
+        try:
+            camera = Picamera2(self.camera_num)
+            config = camera.create_preview_configuration(
+                main={"size": self.main_size, "format": "RGB888"},
+                lores={"size": self.lores_size, "format": "YUV420"})
+            camera.configure(config)
+            camera.start()
+        except (RuntimeError, OSError, IndexError) as error:
+            raise SourceError(f"{self.name}: cannot start the camera ({error})") from None
+        self.camera = camera
+
+    def read(self) -> np.ndarray:
+        if self.camera is None:
+            raise SourceError(f"{self.name}: not open")
+        try:
+            array = self.camera.capture_array(self.stream)
+        except (RuntimeError, OSError) as error:
+            raise SourceError(f"{self.name}: capture failed ({error})") from None
+        if self.stream == "main":  # "RGB888" is B, G, R in memory
+            return np.ascontiguousarray(array[:, :, 2::-1])
+        cv2 = _import_cv2()
+        # libcamera YUV420 is planar I420 (Y, then U, then V); OpenCV's "YUV420p" names mean YV12
+        rgb = cv2.cvtColor(array, cv2.COLOR_YUV2RGB_I420)  # rows may be padded to a stride
+        return np.ascontiguousarray(rgb[:, : self.lores_size[0]])
+
+    def close(self) -> None:
+        if self.camera is not None:
+            try:
+                self.camera.stop()
+            finally:
+                self.camera.close()
+                self.camera = None
+
+
+def open_source(spec: str, fps: float | None = None, loop: bool = False) -> FrameSource:
+    """A source from a command-line string (not yet opened): picamera2[:N], a device index, a folder,
+    or a video file / stream URL."""
+    if spec == "picamera2" or spec.startswith("picamera2:"):
+        number = spec.partition(":")[2] or "0"
+        if not number.isdigit():
+            raise SourceError(f"{spec}: expected picamera2 or picamera2:N")
+        return PiCameraSource(int(number))
+    if spec.isdigit():
+        return OpenCVSource(int(spec), fps=fps)
+    if os.path.isdir(spec):
+        return FolderSource(spec, fps=10.0 if fps is None else fps, loop=loop)
+    if "://" not in spec and not os.path.exists(spec):
+        raise SourceError(f"{spec}: no such file, folder or camera")
+    return OpenCVSource(spec, fps=fps)
+
+
+@dataclass
+class Frame:
+    rgb: np.ndarray
+    number: int  # 1, 2, ... in capture order; gaps are frames replaced before anyone took them
+    captured: float  # time.monotonic() when the read returned
+
+
+class LatestFrame:
+    """Reads a source in a background thread and keeps only the newest frame.
+
+    ``get()`` returns a frame newer than the last one it returned, or None when the source has
+    ended or ``stop()`` was called. A SourceError closes the source and reopens it with
+    exponential backoff; ``on_event(kind, message)`` hears of losses and reopenings. Pass
+    ``opened=True`` for a source the caller has already opened (to fail fast at start-up).
+    """
+
+    def __init__(self, source: FrameSource, on_event=None, backoff=(0.5, 10.0), opened: bool = False):
+        self.source = source
+        self.on_event = on_event or (lambda kind, message: None)
+        self.backoff_min, self.backoff_max = backoff
+        self._opened = opened
+        self._condition = threading.Condition()
+        self._frame: Frame | None = None
+        self._last_taken = 0  # number of the last frame get() returned
+        self._ended = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture {source}", daemon=True)
+        self.captured = 0
+        self.taken = 0
+        self.reopened = 0
+
+    def start(self) -> "LatestFrame":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._condition:
+            self._condition.notify_all()
+        self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def ended(self) -> bool:
+        """The capture thread has finished (end of stream, or stopped)."""
+        return self._ended
+
+    @property
+    def dropped(self) -> int:
+        """Frames captured but replaced by a newer one before anyone took them."""
+        waiting = 1 if self._frame is not None and self._frame.number > self._last_taken else 0
+        return self.captured - self.taken - waiting
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        with self._condition:
+            self._condition.wait_for(self._fresh_or_done, timeout)
+            frame = self._frame
+            if frame is None or frame.number <= self._last_taken:
+                return None
+            self._last_taken = frame.number
+            self.taken += 1
+            return frame
+
+    def _fresh_or_done(self) -> bool:
+        fresh = self._frame is not None and self._frame.number > self._last_taken
+        return fresh or self._ended or self._stopping.is_set()
+
+    def _publish(self, rgb: np.ndarray) -> None:
+        with self._condition:
+            self.captured += 1
+            self._frame = Frame(rgb, self.captured, time.monotonic())
+            self._condition.notify_all()
+
+    def _run(self) -> None:
+        delay = self.backoff_min
+        is_open, lost = self._opened, False
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if not is_open:
+                        self.source.open()
+                        is_open = True
+                        if lost:
+                            lost = False
+                            self.reopened += 1
+                            self.on_event("source_reopened", str(self.source))
+                    self._publish(self.source.read())
+                    delay = self.backoff_min
+                except EndOfStream:
+                    break
+                except SourceError as error:
+                    lost = True
+                    self.on_event("source_lost", f"{error}; retrying in {delay:g} s")
+                    self.source.close()
+                    is_open = False
+                    if self._stopping.wait(delay):
+                        break
+                    delay = min(delay * 2, self.backoff_max)
+        finally:
+            self.source.close()
+            with self._condition:
+                self._ended = True
+                self._condition.notify_all()
