@@ -196,9 +196,10 @@ class LiveRun:
         self.frames += 1
         self.frame_times.append(classified)
         drawing_started = time.perf_counter()
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        draw(bgr)
+        import cv2
         from edge.overlay import draw_status
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        draw(bgr)
         draw_status(bgr, self.status_lines((classified - frame.captured) * 1000))
         timings["overlay"] = (time.perf_counter() - drawing_started) * 1000
         timings = {"capture_wait": wait_ms, **timings, "end_to_end": (time.monotonic() - frame.captured) * 1000}

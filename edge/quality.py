@@ -33,15 +33,16 @@ def analysis_copy(rgb: np.ndarray) -> Image.Image:
 def measure(rgb: np.ndarray) -> dict[str, float]:
     """The figures the gates look at, for an HxWx3 uint8 RGB image."""
     small = np.asarray(analysis_copy(rgb), dtype=np.float32)
-    gray = small.mean(axis=2)
+    red, green, blue = small[:, :, 0], small[:, :, 1], small[:, :, 2]  # (per-channel ops: much faster
+    gray = (red + green + blue) / 3                                      # than reducing over axis 2)
     foreground = gray > 10
-    channel_gaps = (np.abs(small[:, :, 0] - small[:, :, 1]) + np.abs(small[:, :, 1] - small[:, :, 2])) / 2
+    channel_gaps = (np.abs(red - green) + np.abs(green - blue)) / 2
     laplacian = (gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4 * gray[1:-1, 1:-1])
     inner = foreground[1:-1, 1:-1]
     return {
         "colour": float(channel_gaps[foreground].mean()) if foreground.any() else 0.0,
         "contrast": float(gray.std()),
-        "saturated": float((small.min(axis=2) >= 250).mean()),
+        "saturated": float((np.minimum(np.minimum(red, green), blue) >= 250).mean()),
         "sharpness": float(laplacian[inner].var()) if inner.sum() > 16 else 0.0,
     }
 

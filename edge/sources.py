@@ -124,9 +124,8 @@ class OpenCVSource(FrameSource):
             if self.is_file:
                 raise EndOfStream(self.name)
             raise SourceError(f"{self.name}: read failed (camera unplugged or stream ended)")
-        if bgr.ndim == 2:
-            bgr = np.repeat(bgr[:, :, None], 3, axis=2)
-        return np.ascontiguousarray(bgr[:, :, 2::-1])
+        cv2 = _import_cv2()
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
 
     def close(self) -> None:
         if self.capture is not None:
@@ -224,9 +223,9 @@ class PiCameraSource(FrameSource):
             array = self.camera.capture_array(self.stream)
         except (RuntimeError, OSError) as error:
             raise SourceError(f"{self.name}: capture failed ({error})") from None
-        if self.stream == "main":  # "RGB888" is B, G, R in memory
-            return np.ascontiguousarray(array[:, :, 2::-1])
         cv2 = _import_cv2()
+        if self.stream == "main":  # "RGB888" is B, G, R in memory
+            return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
         # libcamera YUV420 is planar I420 (Y, then U, then V); OpenCV's "YUV420p" names mean YV12
         rgb = cv2.cvtColor(array, cv2.COLOR_YUV2RGB_I420)  # rows may be padded to a stride
         return np.ascontiguousarray(rgb[:, : self.lores_size[0]])

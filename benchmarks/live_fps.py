@@ -1,0 +1,97 @@
+"""Frame rate and capture-to-result latency of edge-live, from the summary it logs.
+
+    python -m benchmarks.live_fps [--data ../shared/data] [--threads 2] [--frames 300]
+
+Cell mode: a 640x480 MJPEG video made of held-out C-NMC test cells (the leukemia test split),
+each centred on black as the model expects, played once unpaced (the capacity: frames classified
+per second while the capture thread decodes as fast as it can) and once paced at 30 fps like a
+camera (does it keep up, and the latency from capture to result). Field mode: the 200 real blood
+smear fields replayed unpaced and at 10 fps. Each run is a fresh `edge-live` process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.images import load_image
+from edge.model_store import resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_cell_video(data: Path, path: Path, frames: int) -> Path:
+    """Test-split cells of the shipped leukemia model, centred on a black 640x480 frame."""
+    split = json.loads((resolve_model("leukemia_int8").parent / "leukemia_split.json").read_text())
+    names = {Path(s["path"]).name for s in split["samples"] if s["subset"] == "test"}
+    chosen = sorted(p for p in (data / "cnmc").rglob("*") if p.name in names)
+    if not chosen:
+        raise SystemExit(f"live_fps: none of the leukemia test cells found under {data / 'cnmc'}")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
+    for i in range(frames):
+        cell = load_image(chosen[i % len(chosen)])
+        frame = np.zeros((480, 640, 3), dtype=np.uint8)
+        top, left = (480 - cell.shape[0]) // 2, (640 - cell.shape[1]) // 2
+        frame[top:top + cell.shape[0], left:left + cell.shape[1]] = cell
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def run_live(source: Path, mode: str, fps: float, threads: int, log: Path) -> dict:
+    command = [sys.executable, "-m", "edge.live", "--source", str(source), "--mode", mode, "--fps", str(fps),
+               "--threads", str(threads), "--headless", "--model", "leukemia_int8", "--log", str(log)]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"live_fps: edge-live failed: {completed.stderr.strip()}")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    frames = [r for r in records if "latency_ms" in r]
+    summary = records[-1]
+    end_to_end = np.array([r["latency_ms"]["end_to_end"] for r in frames])
+    return {"mode": mode, "paced_fps": fps, "frames": summary["frames"], "captured": summary["captured"],
+            "dropped": summary["dropped"], "fps": summary["fps"], "median_ms": summary["median_ms"],
+            "end_to_end_p90_ms": round(float(np.percentile(end_to_end, 90)), 2)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args(argv)
+    fields = args.data / "blood_smear_fields"
+    if not (args.data / "cnmc").is_dir() or not fields.is_dir():
+        raise SystemExit(f"live_fps: needs {args.data}/cnmc and {fields}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = make_cell_video(args.data, tmp / "cells.avi", args.frames)
+        field_frames = tmp / "fields"
+        field_frames.mkdir()
+        for i, path in enumerate(sorted(fields.rglob("*.jpg"))):
+            (field_frames / f"{i:03d}_{path.parent.name}_{path.name}").symlink_to(path.resolve())
+        for source, mode, fps in ((video, "cell", 0), (video, "cell", 30), (field_frames, "field", 0),
+                                  (field_frames, "field", 10)):
+            results.append(run_live(source, mode, fps, args.threads, tmp / f"{mode}_{fps}.jsonl"))
+    print(f"| mode | source pacing | frames classified / captured | fps | median ms: {', '.join(results[0]['median_ms'])} "
+          f"| end-to-end p90 ms |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        pacing = "unpaced" if not r["paced_fps"] else f"{r['paced_fps']:g} fps"
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["median_ms"].items())
+        print(f"| {r['mode']} | {pacing} | {r['frames']} / {r['captured']} | {r['fps']:.1f} | {stages} "
+              f"| {r['end_to_end_p90_ms']:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
