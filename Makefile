@@ -2,17 +2,19 @@
 PYTHON ?= python3
 VENV := .venv
 TFLITE_VENV := .venv-tflite-runtime
+ONNX_VENV := .venv-onnx
+BENCH := runs/bench
 DATA ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo models brain-model leukemia-model
+.PHONY: setup test demo models brain-model leukemia-model benchmark peers live-benchmark
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[edge,camera,train,dev]'
+	$(BIN)/pip install -q -e '.[edge,camera,train,benchmark,dev]'
 	touch $@
 
 # tflite-runtime 2.14 is built against numpy 1.x, so it gets its own environment.
@@ -40,3 +42,26 @@ brain-model: setup
 leukemia-model: setup
 	$(BIN)/edge-train leukemia --backbone lite0 --data $(DATA)/cnmc --out runs/leukemia --frozen-epochs 4 --epochs 12 --patience 5 --learning-rate 1e-3
 	$(BIN)/edge-convert runs/leukemia --out models
+
+# tf2onnx + ONNX Runtime for benchmarks/peers.py, kept out of the shared .venv.
+$(ONNX_VENV)/.installed:
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/pip install -q 'tensorflow==2.21.0' 'tf2onnx==1.17.0' 'onnxruntime==1.32.0' 'Pillow>=10'
+	touch $@
+
+# int8 against float32 on the held-out test splits (tables in benchmarks/RESULTS.md; about 3 minutes).
+benchmark: setup
+	mkdir -p $(BENCH)
+	$(BIN)/benchmark --model leukemia_int8.tflite --data $(DATA)/cnmc --split test --threads 1 2 --runs 500 --json $(BENCH)/leukemia.json --markdown $(BENCH)/leukemia.md --plot $(BENCH)/leukemia.png
+	$(BIN)/benchmark --model brain_int8.tflite --data $(DATA)/brain_mri --split test --threads 1 2 --runs 500 --json $(BENCH)/brain.json --markdown $(BENCH)/brain.md --plot $(BENCH)/brain.png
+
+# ai-edge-litert against tflite-runtime and ONNX Runtime, and the MAC counts (about 8 minutes).
+peers: setup $(TFLITE_VENV)/.installed $(ONNX_VENV)/.installed
+	mkdir -p $(BENCH)
+	$(BIN)/python -m benchmarks.peers --model leukemia_int8 --data $(DATA)/cnmc --split test --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_leukemia.json --markdown $(BENCH)/peers_leukemia.md
+	$(BIN)/python -m benchmarks.peers --model brain_int8 --data $(DATA)/brain_mri --split test --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_brain.json --markdown $(BENCH)/peers_brain.md
+	$(BIN)/python -m benchmarks.macs models/leukemia_int8.tflite models/leukemia_float32.tflite models/brain_int8.tflite
+
+# edge-live frame rate and latency: cell mode on a 640x480 video of test cells, field mode on the smear fields.
+live-benchmark: setup
+	$(BIN)/python -m benchmarks.live_fps --data $(DATA) --threads 2
