@@ -166,3 +166,24 @@ def test_sigterm_stops_cleanly_with_a_summary(cell_folder, tmp_path):
     records = read_log(log)
     assert records[-1]["event"] == "stop" and records[-1]["frames"] >= 5
     assert "Traceback" not in err.decode()
+
+
+def test_field_mode_counts_every_white_cell_of_generated_fields(tmp_path):
+    from test_field import WHITE, generated_field
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(generated_field(seed)).save(folder / f"field{seed}.png")
+    log = tmp_path / "field.jsonl"
+    assert main(["--source", str(folder), "--mode", "field", "--fps", "5", "--headless", "--log", str(log)]) == 0
+    records = read_log(log)
+    frames = [r for r in records if "cells" in r]
+    assert len(frames) == 3
+    blasts = 0
+    for record in frames:
+        assert record["counts"]["cells"] == len(record["cells"]) == len(WHITE)
+        assert record["counts"]["blasts"] == sum(c["label"] == "all" for c in record["cells"])
+        assert "detect" in record["latency_ms"]
+        blasts += record["counts"]["blasts"]
+    assert records[-1]["totals"] == {"cells": 3 * len(WHITE), "blasts": blasts,
+                                     "blast_ratio": round(blasts / (3 * len(WHITE)), 4)}
