@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--log", help="append one JSON line per frame (and per camera event) to this file")
     parser.add_argument("--snapshots", help="folder for snapshots (key s, SIGUSR1, or --snapshot-positives)")
     parser.add_argument("--snapshot-positives", action="store_true", help="save a snapshot of positive frames (<= 1/s)")
+    parser.add_argument("--include-edge-cells", action="store_true",
+                        help="field mode: also classify cells cut by the frame border")
     parser.add_argument("--headless", action="store_true", help="no window even when a display exists")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
     args = parser.parse_args(argv)
@@ -140,7 +142,11 @@ class LiveRun:
     def classify_field_frame(self, rgb: np.ndarray):
         from edge.field import cell_crops, find_white_cells
         started = time.perf_counter()
-        cells = find_white_cells(rgb)
+        found = find_white_cells(rgb)
+        # A cell cut by the frame border is not a whole cell as in training: drawn, not classified
+        # (unless --include-edge-cells), the way a manual count takes only whole cells of a field.
+        cells = [c for c in found if self.args.include_edge_cells or not c.touches_edge]
+        cut = [c for c in found if c not in cells]
         crops = cell_crops(rgb, cells)
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
@@ -152,12 +158,14 @@ class LiveRun:
         self.totals["blasts"] += blasts
         record = {"cells": [{"box": [int(v) for v in cell.box], "label": r.label, "score": round(r.score, 5),
                              **({"issues": r.issues} if r.issues else {})} for cell, r in zip(cells, results)],
-                  "counts": {"cells": count, "blasts": blasts, "blast_ratio": round(blasts / count, 4) if count else None},
+                  "counts": {"cells": count, "blasts": blasts, "edge_cells_skipped": len(cut), "blast_ratio": round(blasts / count, 4) if count else None},
                   "totals": {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
                              if self.totals["cells"] else None}}
 
         def draw(frame):
-            from edge.overlay import draw_cell
+            from edge.overlay import draw_cell, draw_unclassified
+            for cell in cut:
+                draw_unclassified(frame, cell.box)
             for cell, r in zip(cells, results):
                 draw_cell(frame, cell.box, r.label, r.score, r.label == self.positive_label)
 

@@ -7,6 +7,7 @@ import numpy as np
 
 POSITIVE_BGR = (40, 40, 230)   # red: a positive call (tumour, blast)
 NEGATIVE_BGR = (60, 190, 60)   # green
+UNCLASSIFIED_BGR = (160, 160, 160)  # grey: found but not classified (cut by the frame border)
 TEXT_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -45,3 +46,9 @@ def draw_cell(frame: np.ndarray, box: tuple[int, int, int, int], label: str, sco
     cv2.rectangle(frame, (x, y), (x + width, y + height), colour, 2 if positive else 1)
     scale = _scale(frame) * 0.7
     _text(frame, f"{label} {score:.0%}", (x, max(12, y - 4)), scale, colour)
+
+
+def draw_unclassified(frame: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    """A thin grey box around a cell that was found but not classified."""
+    x, y, width, height = (int(v) for v in box)
+    cv2.rectangle(frame, (x, y), (x + width, y + height), UNCLASSIFIED_BGR, 1)

@@ -172,8 +172,9 @@ def test_field_mode_counts_every_white_cell_of_generated_fields(tmp_path):
     from test_field import WHITE, generated_field
     folder = tmp_path / "fields"
     folder.mkdir()
+    cut_cell = (4, 100, 11)  # a white cell cut by the left border: found, not classified
     for seed in range(3):
-        Image.fromarray(generated_field(seed)).save(folder / f"field{seed}.png")
+        Image.fromarray(generated_field(seed, white=WHITE + [cut_cell])).save(folder / f"field{seed}.png")
     log = tmp_path / "field.jsonl"
     assert main(["--source", str(folder), "--mode", "field", "--fps", "5", "--headless", "--log", str(log)]) == 0
     records = read_log(log)
@@ -182,6 +183,7 @@ def test_field_mode_counts_every_white_cell_of_generated_fields(tmp_path):
     blasts = 0
     for record in frames:
         assert record["counts"]["cells"] == len(record["cells"]) == len(WHITE)
+        assert record["counts"]["edge_cells_skipped"] == 1
         assert record["counts"]["blasts"] == sum(c["label"] == "all" for c in record["cells"])
         assert "detect" in record["latency_ms"]
         blasts += record["counts"]["blasts"]
