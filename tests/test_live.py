@@ -189,3 +189,13 @@ def test_field_mode_counts_every_white_cell_of_generated_fields(tmp_path):
         blasts += record["counts"]["blasts"]
     assert records[-1]["totals"] == {"cells": 3 * len(WHITE), "blasts": blasts,
                                      "blast_ratio": round(blasts / (3 * len(WHITE)), 4)}
+
+
+def test_duration_stops_a_looping_source(cell_folder, tmp_path):
+    log = tmp_path / "duration.jsonl"
+    started = time.monotonic()
+    assert main(["--source", str(cell_folder), "--loop", "--fps", "20", "--duration", "1", "--headless",
+                 "--log", str(log)]) == 0
+    assert time.monotonic() - started < 30  # it stopped by itself (a loose bound: no speed is asserted)
+    stop = read_log(log)[-1]
+    assert stop["event"] == "stop" and stop["frames"] > 6  # more than one pass over the 6 images
