@@ -7,7 +7,7 @@ BENCH := runs/bench
 DATA ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo models brain-model leukemia-model benchmark peers live-benchmark
+.PHONY: setup test demo models brain-model leukemia-model benchmark peers live-benchmark bundle bundle-host verify-arm64
 
 setup: $(VENV)/.installed
 
@@ -65,3 +65,17 @@ peers: setup $(TFLITE_VENV)/.installed $(ONNX_VENV)/.installed
 # edge-live frame rate and latency: cell mode on a 640x480 video of test cells, field mode on the smear fields.
 live-benchmark: setup
 	$(BIN)/python -m benchmarks.live_fps --data $(DATA) --threads 2
+
+# Offline bundle for Raspberry Pi OS Bookworm 64-bit -> build/bundles/ (needs PyPI).
+bundle: setup
+	$(BIN)/python deploy/build_bundle.py
+
+# The same for this machine's platform and Python.
+bundle-host: setup
+	$(BIN)/python deploy/build_bundle.py --platform host
+
+# Install the bundle in a Debian bookworm arm64 userland (debootstrap + qemu-user-static + proot, no binfmt)
+# and compare predictions with x86-64: about 17 minutes fresh, 9 reusing build/arm64. Needs root, PyPI,
+# deb.debian.org; apt-get install debootstrap qemu-user-static proot python3-seccomp.
+verify-arm64: setup
+	deploy/verify_arm64.sh

@@ -292,6 +292,11 @@ def print_summary(summary: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        import cv2  # noqa: F401  (the overlay, video and USB cameras, field mode)
+    except ImportError:
+        print("edge-live: needs OpenCV: pip install 'edge-medical[camera]'", file=sys.stderr)
+        return 2
     from edge.classifier import Classifier
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
