@@ -31,6 +31,7 @@ from edge.metadata import ModelError
 from edge.sources import FolderSource, LatestFrame, SourceError, open_source
 
 STATUS_INTERVAL_S = 2.0
+STAGE_HISTORY = 1000  # the summary's medians are over at most this many latest frames
 POSITIVE_SNAPSHOT_INTERVAL_S = 1.0  # at most one snapshot a second when saving every positive
 
 
@@ -98,7 +99,8 @@ class LiveRun:
         self.stop_requested = threading.Event()
         self.snapshot_requested = threading.Event()
         self.frame_times: deque[float] = deque(maxlen=30)
-        self.stage_ms: dict[str, list[float]] = {}
+        # the latest STAGE_HISTORY timings per stage (a service runs for weeks: bounded memory)
+        self.stage_ms: dict[str, deque[float]] = {}
         self.frames = 0
         self.totals = {"cells": 0, "blasts": 0}
         self.last_positive_snapshot = 0.0
@@ -145,8 +147,9 @@ class LiveRun:
         found = find_white_cells(rgb)
         # A cell cut by the frame border is not a whole cell as in training: drawn, not classified
         # (unless --include-edge-cells), the way a manual count takes only whole cells of a field.
-        cells = [c for c in found if self.args.include_edge_cells or not c.touches_edge]
-        cut = [c for c in found if c not in cells]
+        include_cut = self.args.include_edge_cells
+        cells = [c for c in found if include_cut or not c.touches_edge]
+        cut = [c for c in found if c.touches_edge and not include_cut]
         crops = cell_crops(rgb, cells)
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
@@ -212,7 +215,7 @@ class LiveRun:
         timings["overlay"] = (time.perf_counter() - drawing_started) * 1000
         timings = {"capture_wait": wait_ms, **timings, "end_to_end": (time.monotonic() - frame.captured) * 1000}
         for stage, value in timings.items():
-            self.stage_ms.setdefault(stage, []).append(value)
+            self.stage_ms.setdefault(stage, deque(maxlen=STAGE_HISTORY)).append(value)
         if self.log:
             self.log.write({"time": now_iso(), "frame": frame.number, "source": str(self.source),
                             "mode": self.args.mode, **record,
