@@ -13,16 +13,21 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edge.interpreter import make_interpreter, output_details, input_details, scores
 from edge.metadata import sha256_of, write_metadata
-from train.arrays import load_arrays
+from train.arrays import cached_arrays
+from train.crossval import per_group_calls
+from train.datasets import Sample
 from train.metrics import evaluate
 from train.report import metrics_table
-from train.splits import load_split, subset_samples
+from train.splits import load_split
+
+REFERENCE_EVERY = 10  # cross-validated models: the shipped model's scores on every 10th image, for check_models
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,17 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="largest allowed drop of int8 accuracy below float32, in percentage points")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="runs/cache", help="folder for preprocessed arrays (one .npz per spec)")
     return parser.parse_args(argv)
-
-
-def calibration_samples(train: list, count: int, seed: int) -> list:
-    """A stratified, seeded subset of the training split (never augmented)."""
-    from sklearn.model_selection import train_test_split
-
-    if count >= len(train):
-        return train
-    picked, _ = train_test_split(train, train_size=count, stratify=[s.label for s in train], random_state=seed)
-    return picked
 
 
 def within_tolerance(float_metrics: dict, int8_metrics: dict, tolerance_pp: float) -> bool:
@@ -60,6 +56,59 @@ def tensor_summary(details: dict) -> dict:
             "quantization": {"scale": float(scale), "zero_point": int(zero_point)}}
 
 
+def _arrays(split: dict, spec: dict, cache: str | None):
+    """-> (samples, x, y, fold or None per sample) for every image of the split (cached)."""
+    rows = split["samples"]
+    samples, x, y = cached_arrays([Sample(r["path"], r["label"], r.get("patient")) for r in rows], spec, cache)
+    fold_of_path = {r["path"]: r.get("fold", -1) for r in rows}
+    subset_of_path = {r["path"]: r["subset"] for r in rows}
+    return (samples, x, y, np.array([fold_of_path[s.path] for s in samples]),
+            np.array([subset_of_path[s.path] for s in samples]))
+
+
+def _calibration(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A stratified, seeded subset of training images (never augmented)."""
+    from sklearn.model_selection import train_test_split
+
+    if count >= len(x):
+        return x
+    picked, _ = train_test_split(x, train_size=count, stratify=y, random_state=seed)
+    return picked
+
+
+def _scores_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores of every converted flatbuffer on x, with ai-edge-litert (the verification runtime)."""
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for precision, flatbuffer in flatbuffers.items():
+            path = Path(folder) / f"{precision}.tflite"
+            path.write_bytes(flatbuffer)
+            interpreter, _ = make_interpreter(path, runtime="ai-edge-litert")
+            results[precision] = scores(interpreter, x)
+    return results
+
+
+def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> dict[str, np.ndarray]:
+    """Out-of-fold scores of each fold's model at the chosen epoch, as Keras and as every converted
+    precision (each calibrated on its own fold's training cells): quantization measured on cells
+    none of the models saw."""
+    import keras
+
+    from convert.tflite import convert_keras
+
+    epoch = config["cv"]["epoch"]
+    pooled = {name: np.full(len(y), np.nan, dtype=np.float32) for name in ["keras", *precisions]}
+    for fold in range(config["cv"]["folds"]):
+        held = fold_of == fold
+        model = keras.models.load_model(run / "folds" / f"fold{fold}" / f"epoch{epoch:02d}.keras")
+        flatbuffers = convert_keras(model, precisions, _calibration(x[~held], y[~held], args.calibration, args.seed))
+        pooled["keras"][held] = model.predict(x[held], batch_size=256, verbose=0).ravel()
+        for precision, fold_scores in _scores_of(flatbuffers, x[held]).items():
+            pooled[precision][held] = fold_scores
+        print(f"fold {fold}: converted and scored {int(held.sum())} held-out images", flush=True)
+    return pooled
+
+
 def convert(args: argparse.Namespace) -> bool:
     run = Path(args.run)
     model_path = run if run.suffix == ".keras" else run / "model.keras"
@@ -70,6 +119,7 @@ def convert(args: argparse.Namespace) -> bool:
     config = json.loads((run / "config.json").read_text())
     split = load_split(run / "split.json")
     task, labels, spec, threshold = config["task"], config["labels"], config["preprocessing"], config["threshold"]
+    cross_validated = "cv" in config
     name = args.name or task
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,25 +128,39 @@ def convert(args: argparse.Namespace) -> bool:
 
     from convert.tflite import convert_keras
 
-    calibration = calibration_samples(subset_samples(split, "train"), args.calibration, args.seed)
-    _, x_calibration, _, _ = load_arrays(calibration, spec)
-    test_samples, x_test, y_test, _ = load_arrays(subset_samples(split, "test"), spec)
+    samples, x, y, fold_of, subset = _arrays(split, spec, args.cache)
+    x_calibration = _calibration(x[subset == "train"], y[subset == "train"], args.calibration, args.seed)
     model = keras.models.load_model(model_path)
     precisions = ["float32", "int8"] + ["float16"] * args.float16 + ["dynamic"] * args.dynamic
     print(f"converting {model_path} ({', '.join(precisions)}), calibrating on {len(x_calibration)} images", flush=True)
     flatbuffers = convert_keras(model, precisions, x_calibration)
-
-    all_scores = {"keras": model.predict(x_test, batch_size=128, verbose=0).ravel()}
     files, tensors = [], {}
     for precision, flatbuffer in flatbuffers.items():
         path = out / f"{name}_{precision}.tflite"
         path.write_bytes(flatbuffer)
         interpreter, _ = make_interpreter(path, runtime="ai-edge-litert")
         tensors[precision] = (tensor_summary(input_details(interpreter)), tensor_summary(output_details(interpreter)))
-        all_scores[precision] = scores(interpreter, x_test)
         files.append({"file": path.name, "precision": precision, "size_bytes": path.stat().st_size,
                       "sha256": sha256_of(path)})
-    metrics = {key: evaluate(y_test, value, threshold, tuple(labels)) for key, value in all_scores.items()}
+
+    if cross_validated:
+        evaluated_on = (f"pooled out-of-fold scores of the {config['cv']['folds']} fold models (epoch "
+                        f"{config['cv']['epoch']}), each converted and calibrated on its own training folds")
+        all_scores = _fold_scores(run, config, x, y, fold_of, precisions, args)
+        y_eval = y
+        reference = np.arange(0, len(y), REFERENCE_EVERY)
+    else:
+        evaluated_on = "the held-out test split"
+        test = np.flatnonzero(subset == "test")
+        y_eval = y[test]
+        all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
+                      **_scores_of(flatbuffers, x[test])}
+        reference = test
+    shipped = all_scores if not cross_validated else _scores_of({p: flatbuffers[p] for p in ("float32", "int8")},
+                                                               x[reference])
+    if not cross_validated:
+        shipped = {p: shipped[p] for p in ("float32", "int8")}
+    metrics = {key: evaluate(y_eval, value, threshold, tuple(labels)) for key, value in all_scores.items()}
     predictions = {key: value >= threshold for key, value in all_scores.items()}
     agreement = float(np.mean(predictions["float32"] == predictions["int8"]))
     passed = within_tolerance(metrics["float32"], metrics["int8"], args.tolerance)
@@ -106,6 +170,9 @@ def convert(args: argparse.Namespace) -> bool:
     training = {"data": config["data"], "grouped_by": config["grouped_by"], "seed": config["seed"],
                 "split": split["summary"], "epochs_run": config.get("epochs_run"), "params": config.get("params"),
                 "calibration_images": len(x_calibration)}
+    if cross_validated:
+        training["recipe"] = config["recipe"]
+        training["cv"] = config["cv"]
     split_copy = out / f"{name}_split.json"
     shutil.copyfile(run / "split.json", split_copy)
     training["split_file"] = split_copy.name
@@ -116,20 +183,26 @@ def convert(args: argparse.Namespace) -> bool:
             "name": f"{name}_{precision}", "task": task, "precision": precision, "labels": labels,
             "positive_label": labels[1], "input": tensors[precision][0], "output": tensors[precision][1],
             "preprocessing": spec, "threshold": threshold, "threshold_policy": config["threshold_policy"],
-            "training": training, "metrics": metrics[precision],
+            "training": training, "metrics_evaluated_on": evaluated_on, "metrics": metrics[precision],
             "keras_validation_metrics": report_config.get("validation"),
         }
         write_metadata(out / file["file"], metadata[precision])
     verification = {
-        "name": name, "task": task, "test_images": int(len(y_test)), "calibration_images": len(x_calibration),
+        "name": name, "task": task, "evaluated_on": evaluated_on, "test_images": int(len(y_eval)),
+        "calibration_images": len(x_calibration),
         "threshold": threshold, "metrics": metrics, "agreement": agreement, "tolerance_pp": args.tolerance,
         "int8_accuracy_drop_pp": (metrics["float32"]["accuracy"] - metrics["int8"]["accuracy"]) * 100,
+        "int8_weighted_f1_drop_pp": (metrics["float32"]["weighted_f1"] - metrics["int8"]["weighted_f1"]) * 100,
         "int8_size_ratio": size_ratio, "passed": passed, "files": files,
-        "test_scores": {"paths": [s.path for s in test_samples], "labels": y_test.tolist(),
-                        **{k: [round(float(v), 6) for v in all_scores[k]] for k in flatbuffers}},
+        "reference_scores": {"held_out": not cross_validated, "paths": [samples[i].path for i in reference],
+                             "labels": y[reference].tolist(),
+                             **{k: [round(float(v), 6) for v in shipped[k]] for k in shipped}},
         "converted_with": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
                            "python": platform.python_version(), "machine": platform.machine()},
     }
+    if cross_validated:
+        verification["per_patient_int8"] = per_group_calls(y, all_scores["int8"], np.array([s.patient for s in samples]),
+                                                           threshold, tuple(labels))
     (out / f"{name}_verification.json").write_text(json.dumps(verification, indent=2) + "\n")
     (out / f"{name}_verification.md").write_text(verification_markdown(verification))
     from convert.model_card import model_card
@@ -146,13 +219,14 @@ def verification_markdown(v: dict) -> str:
     files = "\n".join(f"| `{f['file']}` | {f['precision']} | {f['size_bytes']:,} | `{f['sha256']}` |" for f in v["files"])
     return f"""# {v['name']}: conversion verification
 
-Held-out test split: {v['test_images']} images; int8 calibrated on {v['calibration_images']} training images.
+Evaluated on {v['evaluated_on']}: {v['test_images']} images; int8 calibrated on {v['calibration_images']} training images.
 Same threshold ({v['threshold']:.4f}) for every model.
 
 {metrics_table(v['metrics'])}
 
 - float32 / int8 agreement: {v['agreement']:.4f}
 - int8 accuracy drop: {v['int8_accuracy_drop_pp']:.2f} percentage points (tolerance {v['tolerance_pp']}): **{'PASS' if v['passed'] else 'FAIL'}**
+- int8 weighted F1 drop: {v['int8_weighted_f1_drop_pp']:.2f} percentage points
 - int8 file size: {v['int8_size_ratio']:.1%} of float32
 
 | file | precision | bytes | SHA-256 |

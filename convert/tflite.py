@@ -21,6 +21,15 @@ class ConversionError(RuntimeError):
     pass
 
 
+def full_range_representative(images: np.ndarray) -> np.ndarray:
+    """The calibration images and a copy of each brightened until its brightest pixel is 1.0 (a
+    brighter camera): the input range is then exactly [0, 1], so the int8 input is scale 1/255 and
+    zero point -128, i.e. pixel - 128, and no pixel value is clipped or rounded."""
+    peaks = images.reshape(len(images), -1).max(axis=1).reshape(-1, *([1] * (images.ndim - 1)))
+    brightened = np.clip(images / np.maximum(peaks, 1e-6), 0.0, 1.0)
+    return np.concatenate([images, brightened]).astype(np.float32)
+
+
 def _converter(saved_model: str, precision: str, representative: np.ndarray | None):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     if precision == "int8":
@@ -28,7 +37,7 @@ def _converter(saved_model: str, precision: str, representative: np.ndarray | No
             raise ConversionError("int8 conversion needs a non-empty representative dataset")
 
         def representative_dataset():
-            for image in representative:
+            for image in full_range_representative(representative):
                 yield [image[None].astype(np.float32)]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

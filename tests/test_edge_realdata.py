@@ -19,7 +19,7 @@ PER_MODEL = 24
 def _recorded(task: str):
     shared_data()
     verification = json.loads((ROOT / "models" / f"{task}_verification.json").read_text())
-    scores = verification["test_scores"]
+    scores = verification["reference_scores"]
     picks = np.linspace(0, len(scores["paths"]) - 1, PER_MODEL).astype(int)
     paths = [str((ROOT / scores["paths"][i]).resolve()) for i in picks]
     return paths, [scores["int8"][i] for i in picks], [scores["labels"][i] for i in picks], verification["threshold"]

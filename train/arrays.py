@@ -1,8 +1,12 @@
 """Decode and preprocess a list of samples into arrays, with the edge preprocessing."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -36,3 +40,32 @@ def load_arrays(samples: list[Sample], spec: dict, with_hash: bool = False, work
     x = np.stack(arrays).astype(np.float32)
     y = np.array([s.label for s in kept], dtype=np.int32)
     return kept, x, y, (np.stack(hashes) if with_hash else None)
+
+
+def cached_arrays(samples: list[Sample], spec: dict, cache_dir: str | os.PathLike | None):
+    """load_arrays, remembered in one .npz per preprocessing spec and file list (path, size, mtime),
+    so a cross-validation decodes every image once, not once per fold or experiment."""
+    if cache_dir is None:
+        kept, x, y, _ = load_arrays(samples, spec)
+        return kept, x, y
+    key = json.dumps([spec, [(s.path, s.label, s.patient, *_stat(s.path)) for s in samples]], sort_keys=True)
+    path = Path(cache_dir) / f"{spec['name']}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            kept = [samples[i] for i in stored["kept"]]
+            return kept, stored["x"], stored["y"]
+    kept, x, y, _ = load_arrays(samples, spec)
+    index = {id(s): i for i, s in enumerate(samples)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, x=x, y=y, kept=np.array([index[id(s)] for s in kept]))
+    os.replace(partial, path)
+    return kept, x, y
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (status.st_size, status.st_mtime_ns)

@@ -44,6 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="lite0: epochs training only the head before the whole network is fine-tuned")
     parser.add_argument("--cell-crop", choices=["tight", "fixed"], default="tight", help="leukemia crop (see edge/preprocess.py)")
     parser.add_argument("--stain-norm", action="store_true", help="leukemia: normalise each cell's channel means")
+    parser.add_argument("--cv", type=int, nargs="?", const=5, metavar="K",
+                        help="K-fold cross-validation grouped by patient (default K 5): epoch and threshold chosen on "
+                             "pooled out-of-fold scores, then the model trained on all data (small backbone)")
+    parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
+    parser.add_argument("--augment", choices=["basic", "stain"], default="basic",
+                        help="with --cv: basic (geometry, brightness, contrast, hue) or + HED stain, gamma jitter")
+    parser.add_argument("--cache", default="runs/cache", help="folder for preprocessed arrays (one .npz per spec)")
     return parser.parse_args(argv)
 
 
@@ -167,8 +174,16 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.cv is not None and (args.task != "leukemia" or args.backbone != "small" or args.split):
+        print("edge-train: --cv is for the leukemia task with the small backbone and no --split", file=sys.stderr)
+        return 2
     try:
-        train(args)
+        if args.cv is not None:
+            from train.cv_run import train_with_cv
+
+            train_with_cv(args)
+        else:
+            train(args)
     except (FileNotFoundError, ValueError) as error:
         print(f"edge-train: {error}", file=sys.stderr)
         return 2

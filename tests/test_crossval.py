@@ -1,0 +1,93 @@
+"""Patient-level cross-validation: folds, out-of-fold scores, the threshold, a tiny run end to end,
+and its conversion (fold models verified on their held-out cells; int8 input = pixel - 128)."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import save_cnmc_flat
+from train.crossval import choose_epoch, group_folds, per_group_calls
+from train.metrics import choose_threshold
+
+
+def test_folds_keep_each_patient_in_one_fold_and_cover_every_cell():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"p{i}" for i in range(41)], rng.integers(3, 60, 41))
+    labels = np.array([int(not g.endswith(("1", "4", "7"))) for g in groups])
+    fold_of = group_folds(labels, groups, 5, seed=0)
+    assert set(fold_of) == {0, 1, 2, 3, 4}  # every cell in exactly one fold
+    for group in set(groups):
+        assert len(set(fold_of[groups == group])) == 1, group
+    for fold in range(5):  # stratified: both classes held out in every fold
+        assert set(labels[fold_of == fold]) == {0, 1}
+    assert (group_folds(labels, groups, 5, seed=0) == fold_of).all()
+
+
+def test_too_few_patients_for_the_folds():
+    with pytest.raises(ValueError, match="3 groups cannot make 5 folds"):
+        group_folds([0, 1, 1], ["a", "b", "c"], 5, seed=0)
+
+
+def test_epoch_and_threshold_come_from_pooled_scores():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    noisy = np.array([0.6, 0.2, 0.7, 0.5, 0.4, 0.9])  # epoch 1: classes overlap
+    clean = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])  # epoch 2: separable above 0.3
+    epoch, curve = choose_epoch("leukemia", y, np.stack([noisy, clean, noisy]), ("hem", "all"))
+    assert epoch == 2 and curve[1]["weighted_f1"] == 1.0
+    assert 0.3 < choose_threshold("leukemia", y, clean) <= 0.6
+
+
+def test_per_patient_majority_calls():
+    y = np.array([1, 1, 1, 0, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.7, 0.6])
+    rows = {r["group"]: r for r in per_group_calls(y, scores, np.array(["A", "A", "A", "H", "H"]), 0.5, ("hem", "all"))}
+    assert rows["A"]["positive_share"] == pytest.approx(2 / 3) and rows["A"]["majority_right"]
+    assert rows["H"]["positive_share"] == 1.0 and not rows["H"]["majority_right"]
+
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    from train.cli import main
+
+    root = tmp_path_factory.mktemp("cv")
+    patients = {**{str(p): 4 for p in range(1, 8)}, **{f"H{p}": 4 for p in range(1, 6)}}
+    data = save_cnmc_flat(root / "cnmc", patients, ext=".png")
+    assert main(["leukemia", "--cv", "3", "--data", str(data), "--out", str(root / "run"), "--epochs", "2",
+                 "--size", "32", "--width", "4", "--batch-size", "8", "--cell-crop", "fixed",
+                 "--cache", str(root / "cache")]) == 0
+    return root / "run"
+
+
+def test_tiny_cv_run_end_to_end(cv_run):
+    cv = json.loads((cv_run / "cv.json").read_text())
+    stored = np.load(cv_run / "oof_scores.npz")
+    assert stored["scores"].shape == (2, 48) and not np.isnan(stored["scores"]).any()  # complete out-of-fold scores
+    split = json.loads((cv_run / "split.json").read_text())
+    folds = {}
+    for row in split["samples"]:
+        folds.setdefault(row["patient"], set()).add(row["fold"])
+    assert len(folds) == 12 and all(len(f) == 1 for f in folds.values())
+    assert cv["threshold"] == choose_threshold("leukemia", stored["y"], stored["scores"][cv["epoch"] - 1])
+    assert len(cv["per_group"]) == 12 and len(cv["per_fold"]) == 3
+    config = json.loads((cv_run / "config.json").read_text())
+    assert config["threshold"] == cv["threshold"] and config["epochs_run"] == cv["epoch"]
+    assert (cv_run / "model.keras").is_file() and "Per patient" in (cv_run / "cv.md").read_text()
+
+
+def test_cv_run_converts_with_full_range_int8_input_and_out_of_fold_verification(cv_run, tmp_path):
+    from convert.cli import main as convert_main
+    from edge.interpreter import input_details, make_interpreter
+    from edge.metadata import read_metadata
+
+    assert convert_main([str(cv_run), "--out", str(tmp_path), "--calibration", "10", "--tolerance", "100",
+                         "--cache", str(cv_run.parent / "cache")]) == 0
+    interpreter, _ = make_interpreter(tmp_path / "leukemia_int8.tflite", runtime="ai-edge-litert")
+    scale, zero_point = input_details(interpreter)["quantization"]
+    assert scale == pytest.approx(1 / 255, rel=1e-6) and zero_point == -128  # int8 input = pixel - 128
+    verification = json.loads((tmp_path / "leukemia_verification.json").read_text())
+    assert verification["test_images"] == 48 and "out-of-fold" in verification["evaluated_on"]
+    assert not verification["reference_scores"]["held_out"]
+    assert read_metadata(tmp_path / "leukemia_int8.tflite")["training"]["cv"]["folds"] == 3

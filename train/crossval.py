@@ -1,0 +1,100 @@
+"""Cross-validation grouped by patient (leukemia) or near-duplicate group (brain): every group is held
+out exactly once, each fold's model scores its held-out groups after every epoch, and the epoch and
+threshold are chosen on the pooled out-of-fold scores. Fold models are kept for int8 verification."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from train.metrics import choose_threshold, evaluate
+
+
+def group_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
+    """Fold number of every sample; stratified by label, no group in two folds."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if len(set(groups)) < folds:
+        raise ValueError(f"{len(set(groups))} groups cannot make {folds} folds")
+    fold_of = np.full(len(labels), -1)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+        fold_of[held] = fold
+    return fold_of
+
+
+def run_folds(x, y, fold_of, task: str, recipe: dict, out: Path, tta_every: int = 4) -> dict:
+    """Train one model per fold for recipe['horizon'] epochs -> {"scores": (epochs, n) out-of-fold
+    scores, "tta": {epoch: (n,) scores averaged over flips and quarter turns}}; every fold's model
+    of every epoch is saved as out/folds/fold<k>/epoch<e>.keras."""
+    from train.fitting import fit, predict
+
+    epochs = recipe["horizon"]
+    scores = np.full((epochs, len(y)), np.nan, dtype=np.float32)
+    tta_epochs = [e for e in range(tta_every, epochs + 1, tta_every)]
+    tta = {e: np.full(len(y), np.nan, dtype=np.float32) for e in tta_epochs}
+    for fold in range(int(fold_of.max()) + 1):
+        held = fold_of == fold
+        folder = out / "folds" / f"fold{fold}"
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def on_epoch(epoch, model):
+            scores[epoch - 1, held] = predict(model, x[held])
+            if epoch in tta:
+                tta[epoch][held] = predict(model, x[held], tta=True)
+            model.save(folder / f"epoch{epoch:02d}.keras")
+
+        fit(x[~held], y[~held], task, {**recipe, "seed": recipe["seed"] + fold}, epochs, on_epoch)
+        print(f"fold {fold}: {int(held.sum())} held out, epoch-{epochs} AUC "
+              f"{roc_auc_score(y[held], scores[-1, held]) if len(set(y[held])) == 2 else float('nan'):.4f}", flush=True)
+    np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,
+             **{f"tta_epoch{e}": v for e, v in tta.items()})
+    return {"scores": scores, "tta": tta}
+
+
+def choose_epoch(task: str, y, scores: np.ndarray, labels) -> tuple[int, list[dict]]:
+    """-> (epoch with the best pooled out-of-fold weighted F1 at its own pooled threshold, the curve)."""
+    curve = []
+    for epoch, epoch_scores in enumerate(scores, start=1):
+        threshold = choose_threshold(task, y, epoch_scores)
+        metrics = evaluate(y, epoch_scores, threshold, labels)
+        curve.append({"epoch": epoch, "threshold": threshold, "weighted_f1": metrics["weighted_f1"],
+                      "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"]})
+    best = max(curve, key=lambda row: (round(row["weighted_f1"], 4), -row["epoch"]))
+    return best["epoch"], curve
+
+
+def per_group_calls(y, scores, groups, threshold: float, labels) -> list[dict]:
+    """Per patient or group: cells, mean score, share called positive and whether the majority call is right."""
+    rows = []
+    for group in sorted(set(groups), key=lambda g: (-int(np.sum(groups == g)), str(g))):
+        mask = groups == group
+        positive = float(np.mean(scores[mask] >= threshold))
+        label = int(y[mask][0])
+        rows.append({"group": str(group), "label": labels[label], "images": int(mask.sum()),
+                     "mean_score": float(scores[mask].mean()), "positive_share": positive,
+                     "accuracy": float(np.mean((scores[mask] >= threshold) == y[mask])),
+                     "majority_right": bool((positive > 0.5) == bool(label))})
+    return rows
+
+
+def summarize(task: str, y, groups, fold_of, scores: np.ndarray, threshold: float, labels) -> dict:
+    """Pooled, per-fold (mean and spread) and per-group figures of one set of out-of-fold scores."""
+    pooled = evaluate(y, scores, threshold, labels)
+    per_fold = []
+    for fold in range(int(fold_of.max()) + 1):
+        held = fold_of == fold
+        per_fold.append({"fold": fold, "groups": len(set(groups[held])),
+                         **{k: v for k, v in evaluate(y[held], scores[held], threshold, labels).items()
+                            if k in ("images", "accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc")}})
+    spread = {key: {"mean": float(np.nanmean([f[key] for f in per_fold])), "sd": float(np.nanstd([f[key] for f in per_fold]))}
+              for key in ("accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc")}
+    calls = per_group_calls(y, scores, groups, threshold, labels)
+    return {"pooled": pooled, "per_fold": per_fold, "fold_mean_sd": spread, "per_group": calls,
+            "groups_majority_right": sum(r["majority_right"] for r in calls), "groups": len(calls)}
+
+
+def save_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,75 @@
+"""Train a compact CNN for a fixed number of epochs on a learning-rate schedule that does not depend on
+when training stops (cosine decay over a fixed horizon), so a model scored at epoch e of a
+cross-validation fold is trained exactly as a shipped model stopped at epoch e."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def recipe_defaults(task: str) -> dict:
+    return {"backbone": "small", "width": 16, "learning_rate": 2e-3, "horizon": 30, "batch_size": 32,
+            "augment": "basic", "seed": 0}
+
+
+def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
+    import tensorflow as tf
+
+    from train.model import augmentation
+
+    augment = augmentation(task)
+    rng = np.random.default_rng(recipe["seed"])
+    dataset = (tf.data.Dataset.from_tensor_slices((x, y.astype("float32")))
+               .shuffle(len(x), seed=recipe["seed"], reshuffle_each_iteration=True)
+               .batch(recipe["batch_size"]))
+    if recipe["augment"] == "stain":
+        from train.augment import stain_jitter
+
+        def jitter(images):
+            return stain_jitter(images, rng)
+
+        def with_stain(images, labels):
+            jittered = tf.numpy_function(jitter, [images], tf.float32, stateful=True)
+            return tf.ensure_shape(jittered, images.shape), labels
+
+        dataset = dataset.map(with_stain, num_parallel_calls=1)
+    elif recipe["augment"] != "basic":
+        raise ValueError(f"unknown augmentation {recipe['augment']!r}")
+    return (dataset.map(lambda images, labels: (augment(images, training=True), labels),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_epoch=None, verbose: int = 0):
+    """-> the model after `epochs` epochs; on_epoch(epoch_number, model) is called after each one."""
+    import keras
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from train.model import build_model
+
+    if epochs > recipe["horizon"]:
+        raise ValueError(f"epochs {epochs} beyond the schedule horizon {recipe['horizon']}")
+    keras.utils.set_random_seed(recipe["seed"])
+    dataset = training_dataset(x, y, task, recipe)
+    steps = int(np.ceil(len(x) / recipe["batch_size"]))
+    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"], decay_steps=steps * recipe["horizon"])
+    model = build_model(x.shape[1:], width=recipe["width"])
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy")
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+    callbacks = []
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, model)))
+    model.fit(dataset, epochs=epochs, class_weight={0: float(weights[0]), 1: float(weights[1])},
+              callbacks=callbacks, verbose=verbose)
+    return model
+
+
+def predict(model, x: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Positive scores; with tta, the mean over the 8 flips and quarter turns (a cell has no up)."""
+    if not tta:
+        return model.predict(x, batch_size=256, verbose=0).ravel()
+    views = [np.rot90(view, k, axes=(1, 2)) for view in (x, x[:, :, ::-1]) for k in range(4)]
+    return np.mean([model.predict(np.ascontiguousarray(v), batch_size=256, verbose=0).ravel() for v in views], axis=0)
