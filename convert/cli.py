@@ -59,7 +59,7 @@ def tensor_summary(details: dict) -> dict:
 def _arrays(split: dict, spec: dict, cache: str | None):
     """-> (samples, x, y, fold or None per sample) for every image of the split (cached)."""
     rows = split["samples"]
-    samples, x, y = cached_arrays([Sample(r["path"], r["label"], r.get("patient")) for r in rows], spec, cache)
+    samples, x, y, _ = cached_arrays([Sample(r["path"], r["label"], r.get("patient")) for r in rows], spec, cache)
     fold_of_path = {r["path"]: r.get("fold", -1) for r in rows}
     subset_of_path = {r["path"]: r["subset"] for r in rows}
     return (samples, x, y, np.array([fold_of_path[s.path] for s in samples]),
@@ -201,8 +201,9 @@ def convert(args: argparse.Namespace) -> bool:
                            "python": platform.python_version(), "machine": platform.machine()},
     }
     if cross_validated:
-        verification["per_patient_int8"] = per_group_calls(y, all_scores["int8"], np.array([s.patient for s in samples]),
-                                                           threshold, tuple(labels))
+        group_of = {r["path"]: r["group"] for r in split["samples"]}
+        verification["per_group_int8"] = per_group_calls(y, all_scores["int8"], np.array([group_of[s.path] for s in samples]),
+                                                         threshold, tuple(labels))
     (out / f"{name}_verification.json").write_text(json.dumps(verification, indent=2) + "\n")
     (out / f"{name}_verification.md").write_text(verification_markdown(verification))
     from convert.model_card import model_card

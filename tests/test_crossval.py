@@ -91,3 +91,41 @@ def test_cv_run_converts_with_full_range_int8_input_and_out_of_fold_verification
     assert verification["test_images"] == 48 and "out-of-fold" in verification["evaluated_on"]
     assert not verification["reference_scores"]["held_out"]
     assert read_metadata(tmp_path / "leukemia_int8.tflite")["training"]["cv"]["folds"] == 3
+
+
+def test_brain_threshold_policy_puts_sensitivity_first():
+    y = np.array([0] * 10 + [1] * 20)
+    scores = np.concatenate([np.linspace(0.0, 0.5, 10), np.linspace(0.3, 1.0, 20)])
+    threshold = choose_threshold("brain", y, scores)
+    sensitivity = np.mean(scores[y == 1] >= threshold)
+    assert sensitivity >= 0.95
+    # the highest threshold that keeps sensitivity >= 0.95: one step up would miss a second tumour
+    assert np.mean(scores[y == 1] >= np.nextafter(threshold, 1)) < sensitivity
+
+
+def test_brain_cv_keeps_near_duplicate_twins_in_one_fold(tmp_path):
+    from PIL import Image, ImageEnhance
+
+    from conftest import save_brain_layout
+    from train.cli import main
+
+    data = save_brain_layout(tmp_path / "mri", per_class=9)
+    for label in ("yes", "no"):  # a re-contrasted, resized twin of every scan, as in Br35H
+        for path in sorted((data / label).iterdir()):
+            twin = ImageEnhance.Contrast(Image.open(path).convert("L")).enhance(1.3).resize((160, 160))
+            twin.save(path.with_name("twin " + path.stem + ".png"))
+    out = tmp_path / "run"
+    assert main(["brain", "--cv", "3", "--cv-only", "--data", str(data), "--out", str(out), "--epochs", "1",
+                 "--size", "32", "--width", "4", "--batch-size", "8", "--cache", str(tmp_path / "cache")]) == 0
+    rows = json.loads((out / "split.json").read_text())["samples"]
+    fold_of_name = {row["path"].rsplit("/", 1)[1]: row["fold"] for row in rows}
+    for name, fold in fold_of_name.items():
+        if name.startswith("twin "):
+            original = next(n for n in fold_of_name if not n.startswith("twin ") and n.rsplit(".", 1)[0] == name[5:-4])
+            assert fold_of_name[original] == fold, name
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["group"], set()).add(row["fold"])
+    assert all(len(folds) == 1 for folds in groups.values())
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["pooled"]["images"] == 36 and cv["groups"] <= 18

@@ -42,25 +42,25 @@ def load_arrays(samples: list[Sample], spec: dict, with_hash: bool = False, work
     return kept, x, y, (np.stack(hashes) if with_hash else None)
 
 
-def cached_arrays(samples: list[Sample], spec: dict, cache_dir: str | os.PathLike | None):
-    """load_arrays, remembered in one .npz per preprocessing spec and file list (path, size, mtime),
-    so a cross-validation decodes every image once, not once per fold or experiment."""
+def cached_arrays(samples: list[Sample], spec: dict, cache_dir: str | os.PathLike | None, with_hash: bool = False):
+    """load_arrays -> (kept, x, y, hashes or None), remembered in one .npz per preprocessing spec and
+    file list (path, size, mtime), so a cross-validation decodes every image once, not once per fold."""
     if cache_dir is None:
-        kept, x, y, _ = load_arrays(samples, spec)
-        return kept, x, y
-    key = json.dumps([spec, [(s.path, s.label, s.patient, *_stat(s.path)) for s in samples]], sort_keys=True)
+        return load_arrays(samples, spec, with_hash)
+    key = json.dumps([spec, with_hash, [(s.path, s.label, s.patient, *_stat(s.path)) for s in samples]], sort_keys=True)
     path = Path(cache_dir) / f"{spec['name']}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as stored:
             kept = [samples[i] for i in stored["kept"]]
-            return kept, stored["x"], stored["y"]
-    kept, x, y, _ = load_arrays(samples, spec)
+            return kept, stored["x"], stored["y"], (stored["hashes"] if with_hash else None)
+    kept, x, y, hashes = load_arrays(samples, spec, with_hash)
     index = {id(s): i for i, s in enumerate(samples)}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npz")
-    np.savez(partial, x=x, y=y, kept=np.array([index[id(s)] for s in kept]))
+    extra = {"hashes": hashes} if with_hash else {}
+    np.savez(partial, x=x, y=y, kept=np.array([index[id(s)] for s in kept]), **extra)
     os.replace(partial, path)
-    return kept, x, y
+    return kept, x, y, hashes
 
 
 def _stat(path: str) -> tuple[int, int]:

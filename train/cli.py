@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cell-crop", choices=["tight", "fixed"], default="tight", help="leukemia crop (see edge/preprocess.py)")
     parser.add_argument("--stain-norm", action="store_true", help="leukemia: normalise each cell's channel means")
     parser.add_argument("--cv", type=int, nargs="?", const=5, metavar="K",
-                        help="K-fold cross-validation grouped by patient (default K 5): epoch and threshold chosen on "
+                        help="K-fold cross-validation grouped by patient or near-duplicate group (default K 5): epoch and threshold chosen on "
                              "pooled out-of-fold scores, then the model trained on all data (small backbone)")
     parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
     parser.add_argument("--augment", choices=["basic", "stain"], default="basic",
@@ -174,8 +174,8 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.cv is not None and (args.task != "leukemia" or args.backbone != "small" or args.split):
-        print("edge-train: --cv is for the leukemia task with the small backbone and no --split", file=sys.stderr)
+    if args.cv is not None and (args.backbone != "small" or args.split):
+        print("edge-train: --cv trains the small backbone and makes its own folds (no --split)", file=sys.stderr)
         return 2
     try:
         if args.cv is not None:

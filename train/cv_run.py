@@ -1,5 +1,5 @@
-"""edge-train --cv: choose the epoch and threshold by patient-level cross-validation, then train the
-shipped model on every patient with that recipe."""
+"""edge-train --cv: choose the epoch and threshold by cross-validation grouped by patient (leukemia) or
+near-duplicate group (brain), then train the shipped model on all of the data with that recipe."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +14,9 @@ from edge.labels import labels_for
 from edge.preprocess import default_spec
 from train.arrays import cached_arrays
 from train.crossval import choose_epoch, group_folds, run_folds, save_json, summarize
-from train.datasets import find_cnmc_images
+from train.datasets import find_brain_images, find_cnmc_images
 from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
+from train.splits import DUPLICATE_DISTANCE, brain_groups
 from train.splits import summarize as summarize_split
 
 
@@ -28,19 +29,26 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = labels_for(args.task)
-    spec = {**default_spec(args.task, args.size), "crop": args.cell_crop}
-    if args.stain_norm:
-        spec["stain"] = "channel-mean"
+    spec = default_spec(args.task, args.size)
     started = time.time()
-    samples = [s for root in args.data for s in find_cnmc_images(root)]
-    kept, x, y = cached_arrays(samples, spec, args.cache)
-    groups = np.array([s.patient for s in kept])
+    if args.task == "leukemia":
+        spec["crop"] = args.cell_crop
+        if args.stain_norm:
+            spec["stain"] = "channel-mean"
+        samples = [s for root in args.data for s in find_cnmc_images(root)]
+        kept, x, y, _ = cached_arrays(samples, spec, args.cache)
+        groups = np.array([s.patient for s in kept])
+        grouped_by = "patients"
+    else:
+        kept, x, y, hashes = cached_arrays(find_brain_images(args.data), spec, args.cache, with_hash=True)
+        groups = np.array(brain_groups(hashes))
+        grouped_by = f"near-duplicate groups (16x16 dHash, Hamming <= {DUPLICATE_DISTANCE})"
     fold_of = group_folds(y, groups, args.cv, args.seed)
-    rows = [dict(asdict(s), group=g, subset="train", fold=int(f)) for s, g, f in zip(kept, groups, fold_of)]
-    split = {"task": args.task, "seed": args.seed, "grouped_by": "patients", "folds": args.cv,
+    rows = [dict(asdict(s), group=str(g), subset="train", fold=int(f)) for s, g, f in zip(kept, groups, fold_of)]
+    split = {"task": args.task, "seed": args.seed, "grouped_by": grouped_by, "folds": args.cv,
              "summary": summarize_split(rows), "samples": rows}
     (out / "split.json").write_text(json.dumps(split, indent=1))
-    print(f"{len(kept)} cells of {len(set(groups))} patients in {args.cv} folds", flush=True)
+    print(f"{len(kept)} images of {len(set(groups))} {grouped_by.split(' (')[0]} in {args.cv} folds", flush=True)
 
     recipe = recipe_from(args, spec)
     oof = run_folds(x, y, fold_of, args.task, recipe, out)
@@ -55,13 +63,15 @@ def train_with_cv(args: argparse.Namespace) -> dict:
                     "plain": _at_own_threshold(args.task, y, plain, labels),
                     "tta": _at_own_threshold(args.task, y, tta_scores, labels)})
     cv = {"recipe": recipe, "folds": args.cv, "cells": len(y), "patients": len(set(groups)), "epoch": epoch,
-          "threshold": threshold, "threshold_policy": "pooled out-of-fold: " + THRESHOLD_POLICY[args.task],
+          "grouped_by": grouped_by, "threshold": threshold,
+          "threshold_policy": THRESHOLD_POLICY[args.task].replace("validation", "pooled out-of-fold"),
           "epoch_curve": curve, "tta": tta, **result, "cv_seconds": round(time.time() - started, 1)}
     save_json(out / "cv.json", cv)
     (out / "cv.md").write_text(cv_markdown(cv))
     pooled = result["pooled"]
-    print(f"cv: epoch {epoch}, threshold {threshold:.4f}: pooled out-of-fold weighted F1 {pooled['weighted_f1']:.4f} "
-          f"AUC {pooled['roc_auc']:.4f}; patients with the right majority call "
+    print(f"cv: epoch {epoch}, threshold {threshold:.4f}: pooled out-of-fold accuracy {pooled['accuracy']:.4f} "
+          f"weighted F1 {pooled['weighted_f1']:.4f} sensitivity {pooled['sensitivity']:.4f} "
+          f"AUC {pooled['roc_auc']:.4f}; groups with the right majority call "
           f"{result['groups_majority_right']}/{result['groups']} -> {out / 'cv.md'}", flush=True)
     if args.cv_only:
         return cv
@@ -71,7 +81,7 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     model = fit(x, y, args.task, recipe, epoch, verbose=2)
     model.save(out / "model.keras")
     config = {"task": args.task, "labels": list(labels), "preprocessing": spec, "threshold": threshold,
-              "threshold_policy": cv["threshold_policy"], "grouped_by": "patients", "seed": args.seed,
+              "threshold_policy": cv["threshold_policy"], "grouped_by": grouped_by, "seed": args.seed,
               "data": args.data, "epochs_run": epoch, "params": int(model.count_params()), "recipe": recipe,
               "cv": {k: cv[k] for k in ("folds", "cells", "patients", "epoch", "threshold", "pooled", "fold_mean_sd",
                                          "groups_majority_right", "groups")},
@@ -91,7 +101,7 @@ def cv_markdown(cv: dict) -> str:
     pooled, spread = cv["pooled"], cv["fold_mean_sd"]
     recipe = cv["recipe"]
     lines = [
-        f"# Cross-validation by patient: {cv['cells']} cells, {cv['patients']} patients, {cv['folds']} folds",
+        f"# Cross-validation by {cv['grouped_by']}: {cv['cells']} images, {cv['patients']} groups, {cv['folds']} folds",
         "",
         f"Recipe: preprocessing `{json.dumps(recipe['preprocessing'])}`, {recipe['backbone']} CNN width {recipe['width']}, "
         f"augmentation `{recipe['augment']}`, Adam with cosine decay from {recipe['learning_rate']} over "
@@ -105,19 +115,22 @@ def cv_markdown(cv: dict) -> str:
     for title, key in (("accuracy", "accuracy"), ("weighted F1", "weighted_f1"), ("sensitivity", "sensitivity"),
                        ("specificity", "specificity"), ("ROC AUC", "roc_auc")):
         lines.append(f"| {title} | {pooled[key]:.4f} | {spread[key]['mean']:.4f} | {spread[key]['sd']:.4f} |")
-    lines += ["", f"Patients whose majority call is right: **{cv['groups_majority_right']} of {cv['groups']}**.", "",
-              "| fold | patients | cells | weighted F1 | sensitivity | specificity | ROC AUC |", "|---|---|---|---|---|---|---|"]
+    lines += ["", f"Groups whose majority call is right: **{cv['groups_majority_right']} of {cv['groups']}**.", "",
+              "| fold | groups | images | weighted F1 | sensitivity | specificity | ROC AUC |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {f['fold']} | {f['groups']} | {f['images']} | {f['weighted_f1']:.4f} | {f['sensitivity']:.4f} | "
               f"{f['specificity']:.4f} | {f['roc_auc']:.4f} |" for f in cv["per_fold"]]
-    lines += ["", "## Per patient (out-of-fold)", "", "| patient | label | cells | mean score | called blast | majority right |",
+    shown = cv["per_group"] if len(cv["per_group"]) <= 60 else [r for r in cv["per_group"] if not r["majority_right"]]
+    title = "Per patient" if len(shown) == len(cv["per_group"]) else "Groups whose majority call is wrong"
+    lines += ["", f"## {title} (out-of-fold)", "", "| group | label | images | mean score | called positive | majority right |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['group']} | {r['label']} | {r['images']} | {r['mean_score']:.3f} | {r['positive_share']:.1%} | "
-              f"{'yes' if r['majority_right'] else '**no**'} |" for r in cv["per_group"]]
+              f"{'yes' if r['majority_right'] else '**no**'} |" for r in shown]
     lines += ["", "## Epochs (pooled out-of-fold, each at its own best threshold)", "",
-              "| epoch | weighted F1 | ROC AUC |", "|---|---|---|"]
-    lines += [f"| {r['epoch']} | {r['weighted_f1']:.4f} | {r['roc_auc']:.4f} |" for r in cv["epoch_curve"]]
-    lines += ["", "## Test-time augmentation (8 flips and quarter turns)", "",
-              "| epoch | weighted F1 plain | weighted F1 TTA | AUC plain | AUC TTA |", "|---|---|---|---|---|"]
-    lines += [f"| {r['epoch']} | {r['plain']['weighted_f1']:.4f} | {r['tta']['weighted_f1']:.4f} | "
-              f"{r['plain']['roc_auc']:.4f} | {r['tta']['roc_auc']:.4f} |" for r in cv["tta"]]
+              "| epoch | accuracy | weighted F1 | ROC AUC |", "|---|---|---|---|"]
+    lines += [f"| {r['epoch']} | {r['accuracy']:.4f} | {r['weighted_f1']:.4f} | {r['roc_auc']:.4f} |" for r in cv["epoch_curve"]]
+    lines += ["", "## Test-time augmentation (flips; quarter turns for cells)", "",
+              "| epoch | accuracy plain | accuracy TTA | weighted F1 plain | weighted F1 TTA | AUC plain | AUC TTA |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['epoch']} | {r['plain']['accuracy']:.4f} | {r['tta']['accuracy']:.4f} | {r['plain']['weighted_f1']:.4f} | "
+              f"{r['tta']['weighted_f1']:.4f} | {r['plain']['roc_auc']:.4f} | {r['tta']['roc_auc']:.4f} |" for r in cv["tta"]]
     return "\n".join(lines) + "\n"

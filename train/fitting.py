@@ -10,11 +10,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def recipe_defaults(task: str) -> dict:
-    return {"backbone": "small", "width": 16, "learning_rate": 2e-3, "horizon": 30, "batch_size": 32,
-            "augment": "basic", "seed": 0}
-
-
 def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
     import tensorflow as tf
 
@@ -35,6 +30,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
             jittered = tf.numpy_function(jitter, [images], tf.float32, stateful=True)
             return tf.ensure_shape(jittered, images.shape), labels
 
+        if task != "leukemia":
+            raise ValueError("stain augmentation is for cells (leukemia)")
         dataset = dataset.map(with_stain, num_parallel_calls=1)
     elif recipe["augment"] != "basic":
         raise ValueError(f"unknown augmentation {recipe['augment']!r}")
@@ -67,9 +64,17 @@ def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_e
     return model
 
 
-def predict(model, x: np.ndarray, tta: bool = False) -> np.ndarray:
-    """Positive scores; with tta, the mean over the 8 flips and quarter turns (a cell has no up)."""
-    if not tta:
+def tta_views(task: str, x: np.ndarray) -> list[np.ndarray]:
+    """The views averaged by test-time augmentation: a cell has no up (8 flips and quarter turns);
+    an axial MRI slice has left and right but a fixed up (the mirror image)."""
+    if task == "brain":
+        return [x, x[:, :, ::-1]]
+    return [np.rot90(view, k, axes=(1, 2)) for view in (x, x[:, :, ::-1]) for k in range(4)]
+
+
+def predict(model, x: np.ndarray, task: str | None = None) -> np.ndarray:
+    """Positive scores; with a task, the mean over its test-time augmentation views."""
+    if task is None:
         return model.predict(x, batch_size=256, verbose=0).ravel()
-    views = [np.rot90(view, k, axes=(1, 2)) for view in (x, x[:, :, ::-1]) for k in range(4)]
+    views = tta_views(task, x)
     return np.mean([model.predict(np.ascontiguousarray(v), batch_size=256, verbose=0).ravel() for v in views], axis=0)

@@ -1,0 +1,86 @@
+"""Compare cross-validation runs of edge-train --cv on their pooled out-of-fold scores, and measure
+the ensemble of every pair (the two runs' fold models averaged on the same held-out patients).
+
+    python -m train.compare_cv runs/cv/fixed_basic runs/cv/tight_basic ... --out COMPARISON.md
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.labels import labels_for
+from train.crossval import per_group_calls
+from train.metrics import choose_threshold, evaluate
+
+
+def load_run(folder: Path) -> dict:
+    cv = json.loads((folder / "cv.json").read_text())
+    stored = np.load(folder / "oof_scores.npz")
+    split = json.loads((folder / "split.json").read_text())
+    groups = np.array([row["group"] for row in split["samples"]])
+    tta_key = f"tta_epoch{cv['epoch']}"
+    return {"name": folder.name, "cv": cv, "y": stored["y"], "fold_of": stored["fold_of"], "groups": groups,
+            "scores": stored["scores"][cv["epoch"] - 1], "tta": stored[tta_key] if tta_key in stored else None}
+
+
+def row(name: str, y, scores, groups, task: str = "leukemia") -> dict:
+    labels = labels_for(task)
+    threshold = choose_threshold(task, y, scores)
+    metrics = evaluate(y, scores, threshold, labels)
+    calls = per_group_calls(y, scores, groups, threshold, labels)
+    return {"name": name, "weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"],
+            "roc_auc": metrics["roc_auc"], "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"],
+            "threshold": threshold, "patients_right": sum(c["majority_right"] for c in calls), "patients": len(calls)}
+
+
+def compare(folders: list[Path]) -> list[dict]:
+    runs = [load_run(f) for f in folders]
+    first = runs[0]
+    for run in runs[1:]:
+        if not (np.array_equal(run["fold_of"], first["fold_of"]) and np.array_equal(run["y"], first["y"])):
+            raise ValueError(f"{run['name']} has other folds than {first['name']}: not comparable")
+    rows = []
+    for run in runs:
+        rows.append({**row(run["name"], run["y"], run["scores"], run["groups"]), "epoch": run["cv"]["epoch"],
+                     "fold_f1_sd": run["cv"]["fold_mean_sd"]["weighted_f1"]["sd"]})
+        if run["tta"] is not None:
+            rows.append({**row(run["name"] + " + TTA", run["y"], run["tta"], run["groups"]), "epoch": run["cv"]["epoch"]})
+    for a, b in itertools.combinations(runs, 2):
+        rows.append(row(f"ensemble {a['name']} + {b['name']}", a["y"], (a["scores"] + b["scores"]) / 2, a["groups"]))
+    return rows
+
+
+def markdown(rows: list[dict], cells: int, patients: int) -> str:
+    lines = [f"Pooled out-of-fold scores of {cells} cells, {patients} patients, the same 5 patient folds for every run; "
+             "each row at its own pooled threshold (best weighted F1) and epoch.", "",
+             "| run | epoch | weighted F1 | accuracy | sensitivity | specificity | ROC AUC | fold F1 sd | patients right |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sd = f"{r['fold_f1_sd']:.3f}" if "fold_f1_sd" in r else ""
+        lines.append(f"| {r['name']} | {r.get('epoch', '')} | {r['weighted_f1']:.4f} | {r['accuracy']:.4f} | "
+                     f"{r['sensitivity']:.4f} | {r['specificity']:.4f} | {r['roc_auc']:.4f} | {sd} | "
+                     f"{r['patients_right']}/{r['patients']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="compare_cv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, help="write the Markdown table here too")
+    args = parser.parse_args(argv)
+    rows = compare(args.runs)
+    first = load_run(args.runs[0])
+    text = markdown(rows, len(first["y"]), len(set(first["groups"])))
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
