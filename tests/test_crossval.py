@@ -32,8 +32,11 @@ def test_epoch_and_threshold_come_from_pooled_scores():
     y = np.array([0, 0, 0, 1, 1, 1])
     noisy = np.array([0.6, 0.2, 0.7, 0.5, 0.4, 0.9])  # epoch 1: classes overlap
     clean = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])  # epoch 2: separable above 0.3
-    epoch, curve = choose_epoch("leukemia", y, np.stack([noisy, clean, noisy]), ("hem", "all"))
+    epoch, curve = choose_epoch("leukemia", y, np.stack([noisy, clean, clean, noisy]), ("hem", "all"))
     assert epoch == 2 and curve[1]["weighted_f1"] == 1.0
+    # a lone good epoch loses to a plateau: the choice is on a 3-epoch mean
+    epoch, _ = choose_epoch("leukemia", y, np.stack([noisy, clean, noisy, noisy, clean, clean, clean]), ("hem", "all"))
+    assert epoch == 6
     assert 0.3 < choose_threshold("leukemia", y, clean) <= 0.6
 
 
@@ -129,3 +132,15 @@ def test_brain_cv_keeps_near_duplicate_twins_in_one_fold(tmp_path):
     assert all(len(folds) == 1 for folds in groups.values())
     cv = json.loads((out / "cv.json").read_text())
     assert cv["pooled"]["images"] == 36 and cv["groups"] <= 18
+
+
+def test_cv_scores_are_reused_for_the_same_recipe_and_folds(cv_run, capsys):
+    from train.cli import main
+
+    data = cv_run.parent / "cnmc"
+    before = (cv_run / "oof_scores.npz").stat().st_mtime_ns
+    assert main(["leukemia", "--cv", "3", "--cv-only", "--data", str(data), "--out", str(cv_run), "--epochs", "2",
+                 "--size", "32", "--width", "4", "--batch-size", "8", "--cell-crop", "fixed",
+                 "--cache", str(cv_run.parent / "cache")]) == 0
+    assert "reusing the out-of-fold scores" in capsys.readouterr().out
+    assert (cv_run / "oof_scores.npz").stat().st_mtime_ns == before

@@ -59,14 +59,18 @@ SELECTION_METRIC = {"leukemia": "weighted_f1", "brain": "accuracy"}
 
 
 def choose_epoch(task: str, y, scores: np.ndarray, labels) -> tuple[int, list[dict]]:
-    """-> (epoch with the best pooled out-of-fold selection metric at its own pooled threshold, the curve)."""
+    """-> (the epoch whose pooled out-of-fold selection metric, each epoch at its own pooled threshold,
+    averaged with its neighbours' is best; the curve)."""
     curve = []
     for epoch, epoch_scores in enumerate(scores, start=1):
         threshold = choose_threshold(task, y, epoch_scores)
         metrics = evaluate(y, epoch_scores, threshold, labels)
         curve.append({"epoch": epoch, "threshold": threshold, "weighted_f1": metrics["weighted_f1"],
                       "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"]})
-    best = max(curve, key=lambda row: (round(row[SELECTION_METRIC[task]], 4), -row["epoch"]))
+    metric = np.array([row[SELECTION_METRIC[task]] for row in curve])
+    for row in curve:  # one epoch's pooled score swings by several points: choose on a 3-epoch mean
+        row["smoothed"] = float(metric[max(0, row["epoch"] - 2):row["epoch"] + 1].mean())
+    best = max(curve, key=lambda row: (round(row["smoothed"], 4), -row["epoch"]))
     return best["epoch"], curve
 
 

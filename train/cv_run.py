@@ -51,7 +51,11 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     print(f"{len(kept)} images of {len(set(groups))} {grouped_by.split(' (')[0]} in {args.cv} folds", flush=True)
 
     recipe = recipe_from(args, spec)
-    oof = run_folds(x, y, fold_of, args.task, recipe, out)
+    oof = earlier_folds(out, recipe, fold_of, y)
+    if oof is None:
+        oof = run_folds(x, y, fold_of, args.task, recipe, out)
+    else:
+        print(f"reusing the out-of-fold scores of the same recipe and folds in {out}", flush=True)
     epoch, curve = choose_epoch(args.task, y, oof["scores"], labels)
     scores = oof["scores"][epoch - 1]
     threshold = choose_threshold(args.task, y, scores)
@@ -91,6 +95,20 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     return cv
 
 
+def earlier_folds(out: Path, recipe: dict, fold_of: np.ndarray, y: np.ndarray) -> dict | None:
+    """The out-of-fold scores already in `out` when they come from this recipe on these folds (e.g. a
+    --cv-only experiment now trained for shipping), else None."""
+    try:
+        same_recipe = json.loads((out / "cv.json").read_text())["recipe"] == recipe
+        stored = np.load(out / "oof_scores.npz")
+    except (OSError, KeyError, ValueError):
+        return None
+    if not (same_recipe and np.array_equal(stored["fold_of"], fold_of) and np.array_equal(stored["y"], y)):
+        return None
+    return {"scores": stored["scores"],
+            "tta": {int(k.removeprefix("tta_epoch")): stored[k] for k in stored.files if k.startswith("tta_epoch")}}
+
+
 def _at_own_threshold(task: str, y, scores, labels) -> dict:
     threshold = choose_threshold(task, y, scores)
     metrics = evaluate(y, scores, threshold, labels)
@@ -126,8 +144,9 @@ def cv_markdown(cv: dict) -> str:
     lines += [f"| {r['group']} | {r['label']} | {r['images']} | {r['mean_score']:.3f} | {r['positive_share']:.1%} | "
               f"{'yes' if r['majority_right'] else '**no**'} |" for r in shown]
     lines += ["", "## Epochs (pooled out-of-fold, each at its own best threshold)", "",
-              "| epoch | accuracy | weighted F1 | ROC AUC |", "|---|---|---|---|"]
-    lines += [f"| {r['epoch']} | {r['accuracy']:.4f} | {r['weighted_f1']:.4f} | {r['roc_auc']:.4f} |" for r in cv["epoch_curve"]]
+              "| epoch | accuracy | weighted F1 | ROC AUC | selection metric, 3-epoch mean |", "|---|---|---|---|---|"]
+    lines += [f"| {r['epoch']} | {r['accuracy']:.4f} | {r['weighted_f1']:.4f} | {r['roc_auc']:.4f} | {r['smoothed']:.4f} |"
+              for r in cv["epoch_curve"]]
     lines += ["", "## Test-time augmentation (flips; quarter turns for cells)", "",
               "| epoch | accuracy plain | accuracy TTA | weighted F1 plain | weighted F1 TTA | AUC plain | AUC TTA |",
               "|---|---|---|---|---|---|---|"]
