@@ -96,11 +96,10 @@ def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> di
 
     from convert.tflite import convert_keras
 
-    epoch = config["cv"]["epoch"]
     pooled = {name: np.full(len(y), np.nan, dtype=np.float32) for name in ["keras", *precisions]}
-    for fold in range(config["cv"]["folds"]):
+    for fold, fold_model in enumerate(config["cv"]["fold_models"]):
         held = fold_of == fold
-        model = keras.models.load_model(run / "folds" / f"fold{fold}" / f"epoch{epoch:02d}.keras")
+        model = keras.models.load_model(run / fold_model)
         flatbuffers = convert_keras(model, precisions, _calibration(x[~held], y[~held], args.calibration, args.seed))
         pooled["keras"][held] = model.predict(x[held], batch_size=256, verbose=0).ravel()
         for precision, fold_scores in _scores_of(flatbuffers, x[held]).items():

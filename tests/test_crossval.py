@@ -144,3 +144,25 @@ def test_cv_scores_are_reused_for_the_same_recipe_and_folds(cv_run, capsys):
                  "--cache", str(cv_run.parent / "cache")]) == 0
     assert "reusing the out-of-fold scores" in capsys.readouterr().out
     assert (cv_run / "oof_scores.npz").stat().st_mtime_ns == before
+
+
+def test_ensemble_of_cv_runs_ships_as_one_model(cv_run, tmp_path):
+    from convert.cli import main as convert_main
+    from train.cli import main
+
+    out = tmp_path / "ensemble"
+    data = cv_run.parent / "cnmc"
+    assert main(["leukemia", "--ensemble", str(cv_run), str(cv_run), "--data", str(data), "--out", str(out),
+                 "--cache", str(cv_run.parent / "cache")]) == 0
+    member = np.load(cv_run / "oof_scores.npz")
+    member_cv = json.loads((cv_run / "cv.json").read_text())
+    ensemble = np.load(out / "oof_scores.npz")
+    np.testing.assert_allclose(ensemble["scores"][0], member["scores"][member_cv["epoch"] - 1])
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["cv"]["fold_models"]) == 3 and len(config["recipe"]["ensemble_of"]) == 2
+    models = tmp_path / "models"
+    assert convert_main([str(out), "--out", str(models), "--calibration", "10", "--tolerance", "100",
+                         "--cache", str(cv_run.parent / "cache")]) == 0
+    verification = json.loads((models / "leukemia_verification.json").read_text())
+    # the averaged fold models score their held-out cells as the single member did
+    assert verification["metrics"]["keras"]["roc_auc"] == pytest.approx(member_cv["pooled"]["roc_auc"], abs=1e-6)

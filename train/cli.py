@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
     parser.add_argument("--augment", choices=["basic", "stain"], default="basic",
                         help="with --cv: basic (geometry, brightness, contrast, hue) or + HED stain, gamma jitter")
+    parser.add_argument("--ensemble", nargs="+", metavar="RUN",
+                        help="average the models of these --cv runs (same preprocessing and folds) into one model")
     parser.add_argument("--cache", default="runs/cache", help="folder for preprocessed arrays (one .npz per spec)")
     return parser.parse_args(argv)
 
@@ -178,13 +180,17 @@ def main(argv=None) -> int:
         print("edge-train: --cv trains the small backbone and makes its own folds (no --split)", file=sys.stderr)
         return 2
     try:
-        if args.cv is not None:
+        if args.ensemble:
+            from train.ensemble import train_ensemble
+
+            train_ensemble(args)
+        elif args.cv is not None:
             from train.cv_run import train_with_cv
 
             train_with_cv(args)
         else:
             train(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"edge-train: {error}", file=sys.stderr)
         return 2
     return 0

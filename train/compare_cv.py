@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,11 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
     args = parser.parse_args(argv)
-    rows = compare(args.runs)
+    try:
+        rows = compare(args.runs)
+    except (OSError, KeyError, ValueError) as error:
+        print(f"compare_cv: {error}", file=sys.stderr)
+        return 2
     first = load_run(args.runs[0])
     text = markdown(rows, len(first["y"]), len(set(first["groups"])))
     print(text)

@@ -87,8 +87,9 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     config = {"task": args.task, "labels": list(labels), "preprocessing": spec, "threshold": threshold,
               "threshold_policy": cv["threshold_policy"], "grouped_by": grouped_by, "seed": args.seed,
               "data": args.data, "epochs_run": epoch, "params": int(model.count_params()), "recipe": recipe,
-              "cv": {k: cv[k] for k in ("folds", "cells", "patients", "epoch", "threshold", "pooled", "fold_mean_sd",
-                                         "groups_majority_right", "groups")},
+              "cv": {**{k: cv[k] for k in ("folds", "cells", "patients", "epoch", "threshold", "pooled", "fold_mean_sd",
+                                            "groups_majority_right", "groups")},
+                     "fold_models": [f"folds/fold{k}/epoch{epoch:02d}.keras" for k in range(args.cv)]},
               "train_seconds": round(time.time() - started, 1)}
     save_json(out / "config.json", config)
     print(f"trained on all {len(y)} cells for {epoch} epochs -> {out / 'model.keras'}")
@@ -124,6 +125,8 @@ def cv_markdown(cv: dict) -> str:
         f"Recipe: preprocessing `{json.dumps(recipe['preprocessing'])}`, {recipe['backbone']} CNN width {recipe['width']}, "
         f"augmentation `{recipe['augment']}`, Adam with cosine decay from {recipe['learning_rate']} over "
         f"{recipe['horizon']} epochs, batch {recipe['batch_size']}, balanced class weights, seed {recipe['seed']}.",
+        *([f"Ensemble, scores averaged: " + "; ".join(f"`{m['run']}` (epoch {m['epoch']})" for m in recipe["ensemble_of"]) + "."]
+          if "ensemble_of" in recipe else []),
         f"Chosen on pooled out-of-fold scores: epoch **{cv['epoch']}**, threshold **{cv['threshold']:.4f}** "
         f"({cv['threshold_policy']}).",
         "",
