@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("run", help="a run folder of edge-train, or its model.keras")
     parser.add_argument("--out", default="models", help="folder for the .tflite files, metadata and reports")
     parser.add_argument("--name", help="model name (default: the task, e.g. leukemia)")
-    parser.add_argument("--calibration", type=int, default=300, help="training images for int8 calibration")
+    parser.add_argument("--calibration", type=int, default=1000, help="training images for int8 calibration")
     parser.add_argument("--float16", action="store_true", help="also write <name>_float16.tflite")
     parser.add_argument("--dynamic", action="store_true", help="also write <name>_dynamic.tflite (dynamic range)")
     parser.add_argument("--tolerance", type=float, default=1.0,

@@ -70,7 +70,8 @@ def choose_epoch(task: str, y, scores: np.ndarray, labels) -> tuple[int, list[di
     metric = np.array([row[SELECTION_METRIC[task]] for row in curve])
     for row in curve:  # one epoch's pooled score swings by several points: choose on a 3-epoch mean
         row["smoothed"] = float(metric[max(0, row["epoch"] - 2):row["epoch"] + 1].mean())
-    best = max(curve, key=lambda row: (round(row["smoothed"], 4), -row["epoch"]))
+    inner = curve[1:-1] or curve  # the first and last epochs have no full window
+    best = max(inner, key=lambda row: (round(row["smoothed"], 4), -row["epoch"]))
     return best["epoch"], curve
 
 
