@@ -125,6 +125,7 @@ def convert(args: argparse.Namespace) -> bool:
 
     import keras
 
+    import train.model  # noqa: F401 (registers the Mirror layer of test-time-augmented models)
     from convert.tflite import convert_keras
 
     samples, x, y, fold_of, subset = _arrays(split, spec, args.cache)

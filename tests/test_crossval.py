@@ -166,3 +166,33 @@ def test_ensemble_of_cv_runs_ships_as_one_model(cv_run, tmp_path):
     verification = json.loads((models / "leukemia_verification.json").read_text())
     # the averaged fold models score their held-out cells as the single member did
     assert verification["metrics"]["keras"]["roc_auc"] == pytest.approx(member_cv["pooled"]["roc_auc"], abs=1e-6)
+
+
+def test_brain_cv_with_mirror_tta_ships_the_mirror_inside_the_model(tmp_path):
+    import keras
+
+    from conftest import save_brain_layout
+    from train.cli import main
+    from train.fitting import predict
+
+    data = save_brain_layout(tmp_path / "mri", per_class=9)
+    out = tmp_path / "run"
+    assert main(["brain", "--cv", "3", "--tta", "--data", str(data), "--out", str(out), "--epochs", "4",
+                 "--size", "32", "--width", "4", "--batch-size", "8", "--cache", str(tmp_path / "cache")]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["cv"]["test_time_augmentation"] == "mirror" and config["epochs_run"] == 4
+    stored = np.load(out / "oof_scores.npz")
+    fold_of = stored["fold_of"]
+    x = np.random.default_rng(0).random((5, 32, 32, 1), dtype=np.float32)
+    for fold, path in enumerate(config["cv"]["fold_models"]):  # each fold model = mean of image and mirror
+        wrapped = keras.models.load_model(out / path)
+        plain = keras.models.load_model(out / "folds" / f"fold{fold}" / "epoch04.keras")
+        np.testing.assert_allclose(predict(wrapped, x), predict(plain, x, "brain"), atol=1e-6)
+    assert (fold_of >= 0).all()
+
+
+def test_tta_is_refused_for_cells(tmp_path, capsys):
+    from train.cli import main
+
+    assert main(["leukemia", "--cv", "3", "--tta", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "--tta is for --cv brain runs" in capsys.readouterr().err

@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
     parser.add_argument("--augment", choices=["basic", "stain"], default="basic",
                         help="with --cv: basic (geometry, brightness, contrast, hue) or + HED stain, gamma jitter")
+    parser.add_argument("--tta", action="store_true",
+                        help="with --cv, brain: choose on mirror test-time-augmented scores and ship the mirror inside the model")
     parser.add_argument("--ensemble", nargs="+", metavar="RUN",
                         help="average the models of these --cv runs (same preprocessing and folds) into one model")
     parser.add_argument("--cache", default="runs/cache", help="folder for preprocessed arrays (one .npz per spec)")
@@ -176,6 +178,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.tta and (args.cv is None or args.task != "brain"):
+        print("edge-train: --tta is for --cv brain runs (cells gained nothing from it; see the README)", file=sys.stderr)
+        return 2
     if args.cv is not None and (args.backbone != "small" or args.split):
         print("edge-train: --cv trains the small backbone and makes its own folds (no --split)", file=sys.stderr)
         return 2

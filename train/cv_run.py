@@ -56,8 +56,16 @@ def train_with_cv(args: argparse.Namespace) -> dict:
         oof = run_folds(x, y, fold_of, args.task, recipe, out)
     else:
         print(f"reusing the out-of-fold scores of the same recipe and folds in {out}", flush=True)
-    epoch, curve = choose_epoch(args.task, y, oof["scores"], labels)
-    scores = oof["scores"][epoch - 1]
+    if args.tta:  # epoch and threshold from the mirror-TTA scores, recorded every few epochs
+        tta_epochs = sorted(oof["tta"])
+        position, curve = choose_epoch(args.task, y, np.stack([oof["tta"][e] for e in tta_epochs]), labels)
+        for row in curve:
+            row["epoch"] = tta_epochs[row["epoch"] - 1]
+        epoch = tta_epochs[position - 1]
+        scores = oof["tta"][epoch]
+    else:
+        epoch, curve = choose_epoch(args.task, y, oof["scores"], labels)
+        scores = oof["scores"][epoch - 1]
     threshold = choose_threshold(args.task, y, scores)
     result = summarize(args.task, y, groups, fold_of, scores, threshold, labels)
     tta = []
@@ -66,7 +74,7 @@ def train_with_cv(args: argparse.Namespace) -> dict:
         tta.append({"epoch": tta_epoch,
                     "plain": _at_own_threshold(args.task, y, plain, labels),
                     "tta": _at_own_threshold(args.task, y, tta_scores, labels)})
-    cv = {"recipe": recipe, "folds": args.cv, "cells": len(y), "patients": len(set(groups)), "epoch": epoch,
+    cv = {"recipe": recipe, "test_time_augmentation": "mirror" if args.tta else None, "folds": args.cv, "cells": len(y), "patients": len(set(groups)), "epoch": epoch,
           "grouped_by": grouped_by, "threshold": threshold,
           "threshold_policy": THRESHOLD_POLICY[args.task].replace("validation", "pooled out-of-fold"),
           "epoch_curve": curve, "tta": tta, **result, "cv_seconds": round(time.time() - started, 1)}
@@ -83,13 +91,23 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     from train.fitting import fit
 
     model = fit(x, y, args.task, recipe, epoch, verbose=2)
+    fold_models = [f"folds/fold{k}/epoch{epoch:02d}.keras" for k in range(args.cv)]
+    if args.tta:
+        import keras
+
+        from train.model import with_mirror_tta
+
+        model = with_mirror_tta(model)
+        for index, path in enumerate(fold_models):
+            fold_models[index] = path.replace(".keras", "_mirror_tta.keras")
+            with_mirror_tta(keras.models.load_model(out / path)).save(out / fold_models[index])
     model.save(out / "model.keras")
     config = {"task": args.task, "labels": list(labels), "preprocessing": spec, "threshold": threshold,
               "threshold_policy": cv["threshold_policy"], "grouped_by": grouped_by, "seed": args.seed,
               "data": args.data, "epochs_run": epoch, "params": int(model.count_params()), "recipe": recipe,
               "cv": {**{k: cv[k] for k in ("folds", "cells", "patients", "epoch", "threshold", "pooled", "fold_mean_sd",
                                             "groups_majority_right", "groups")},
-                     "fold_models": [f"folds/fold{k}/epoch{epoch:02d}.keras" for k in range(args.cv)]},
+                     "test_time_augmentation": cv["test_time_augmentation"], "fold_models": fold_models},
               "train_seconds": round(time.time() - started, 1)}
     save_json(out / "config.json", config)
     print(f"trained on all {len(y)} cells for {epoch} epochs -> {out / 'model.keras'}")
@@ -127,6 +145,8 @@ def cv_markdown(cv: dict) -> str:
         f"{recipe['horizon']} epochs, batch {recipe['batch_size']}, balanced class weights, seed {recipe['seed']}.",
         *([f"Ensemble, scores averaged: " + "; ".join(f"`{m['run']}` (epoch {m['epoch']})" for m in recipe["ensemble_of"]) + "."]
           if "ensemble_of" in recipe else []),
+        *([f"Scored with test-time augmentation ({cv['test_time_augmentation']}), inside the shipped model; "
+           "the epoch is chosen among the epochs with TTA scores."] if cv.get("test_time_augmentation") else []),
         f"Chosen on pooled out-of-fold scores: epoch **{cv['epoch']}**, threshold **{cv['threshold']:.4f}** "
         f"({cv['threshold_policy']}).",
         "",

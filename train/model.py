@@ -62,3 +62,19 @@ def build_pretrained_model(input_shape: tuple[int, int, int], dropout: float = 0
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(1, activation="sigmoid", name="score")(x)
     return keras.Model(inputs, outputs, name="lite0_classifier"), backbone
+
+
+@keras.saving.register_keras_serializable(package="edge_medical")
+class Mirror(layers.Layer):
+    """Left-right mirror image of an NHWC batch (TFLite REVERSE_V2, int8 included)."""
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=2)
+
+
+def with_mirror_tta(model: keras.Model) -> keras.Model:
+    """One model that scores an image and its mirror image and averages them (test-time augmentation
+    inside the .tflite, so the device needs nothing more)."""
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    scores = [model(inputs), model(Mirror()(inputs))]
+    return keras.Model(inputs, layers.Average(name="score")(scores), name=f"{model.name}_mirror_tta")
