@@ -45,7 +45,14 @@ on every group, does on a new one.
 |---|---|---|---|
 {chr(10).join(f"| {key} | {cv['pooled'][key]:.4f} | {spread[key]['mean']:.4f} | {spread[key]['sd']:.4f} |" for key in ("accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc"))}
 
-Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}."""
+Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}.{_tta_note(cv)}"""
+
+
+def _tta_note(cv: dict) -> str:
+    if not cv.get("test_time_augmentation"):
+        return ""
+    return (f"\n\nTest-time augmentation ({cv['test_time_augmentation']}) is inside the model: it scores the image and its "
+            "mirror image and averages them, in one invoke.")
 
 
 def model_card(name: str, task: str, verification: dict, metadata: dict) -> str:

@@ -110,7 +110,7 @@ def train_with_cv(args: argparse.Namespace) -> dict:
                      "test_time_augmentation": cv["test_time_augmentation"], "fold_models": fold_models},
               "train_seconds": round(time.time() - started, 1)}
     save_json(out / "config.json", config)
-    print(f"trained on all {len(y)} cells for {epoch} epochs -> {out / 'model.keras'}")
+    print(f"trained on all {len(y)} images for {epoch} epochs -> {out / 'model.keras'}")
     return cv
 
 
