@@ -196,3 +196,14 @@ def test_tta_is_refused_for_cells(tmp_path, capsys):
 
     assert main(["leukemia", "--cv", "3", "--tta", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "--tta is for --cv brain runs" in capsys.readouterr().err
+
+
+def test_compare_cv_tables_runs_and_their_ensemble(cv_run, tmp_path, capsys):
+    from train.compare_cv import main
+
+    table = tmp_path / "comparison.md"
+    assert main([str(cv_run), str(cv_run), "--out", str(table)]) == 0
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 4 and rows[-1].startswith(f"| ensemble {cv_run.name} + {cv_run.name} |")
+    assert main([str(cv_run), str(tmp_path / "absent")]) == 2
+    assert "compare_cv:" in capsys.readouterr().err

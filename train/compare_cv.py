@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.labels import labels_for
 from train.crossval import per_group_calls
-from train.metrics import choose_threshold, evaluate
+from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
 
 
 def load_run(folder: Path) -> dict:
@@ -24,11 +24,11 @@ def load_run(folder: Path) -> dict:
     split = json.loads((folder / "split.json").read_text())
     groups = np.array([row["group"] for row in split["samples"]])
     tta_key = f"tta_epoch{cv['epoch']}"
-    return {"name": folder.name, "cv": cv, "y": stored["y"], "fold_of": stored["fold_of"], "groups": groups,
+    return {"name": folder.name, "task": split["task"], "cv": cv, "y": stored["y"], "fold_of": stored["fold_of"], "groups": groups,
             "scores": stored["scores"][cv["epoch"] - 1], "tta": stored[tta_key] if tta_key in stored else None}
 
 
-def row(name: str, y, scores, groups, task: str = "leukemia") -> dict:
+def row(name: str, y, scores, groups, task: str) -> dict:
     labels = labels_for(task)
     threshold = choose_threshold(task, y, scores)
     metrics = evaluate(y, scores, threshold, labels)
@@ -42,23 +42,27 @@ def compare(folders: list[Path]) -> list[dict]:
     runs = [load_run(f) for f in folders]
     first = runs[0]
     for run in runs[1:]:
-        if not (np.array_equal(run["fold_of"], first["fold_of"]) and np.array_equal(run["y"], first["y"])):
+        if not (np.array_equal(run["fold_of"], first["fold_of"]) and np.array_equal(run["y"], first["y"])
+                and run["task"] == first["task"]):
             raise ValueError(f"{run['name']} has other folds than {first['name']}: not comparable")
     rows = []
     for run in runs:
-        rows.append({**row(run["name"], run["y"], run["scores"], run["groups"]), "epoch": run["cv"]["epoch"],
+        rows.append({**row(run["name"], run["y"], run["scores"], run["groups"], run["task"]), "epoch": run["cv"]["epoch"],
                      "fold_f1_sd": run["cv"]["fold_mean_sd"]["weighted_f1"]["sd"]})
         if run["tta"] is not None:
-            rows.append({**row(run["name"] + " + TTA", run["y"], run["tta"], run["groups"]), "epoch": run["cv"]["epoch"]})
+            rows.append({**row(run["name"] + " + TTA", run["y"], run["tta"], run["groups"], run["task"]),
+                         "epoch": run["cv"]["epoch"]})
     for a, b in itertools.combinations(runs, 2):
-        rows.append(row(f"ensemble {a['name']} + {b['name']}", a["y"], (a["scores"] + b["scores"]) / 2, a["groups"]))
+        rows.append(row(f"ensemble {a['name']} + {b['name']}", a["y"], (a["scores"] + b["scores"]) / 2, a["groups"],
+                        a["task"]))
     return rows
 
 
-def markdown(rows: list[dict], cells: int, patients: int) -> str:
-    lines = [f"Pooled out-of-fold scores of {cells} cells, {patients} patients, the same 5 patient folds for every run; "
-             "each row at its own pooled threshold (best weighted F1) and epoch.", "",
-             "| run | epoch | weighted F1 | accuracy | sensitivity | specificity | ROC AUC | fold F1 sd | patients right |",
+def markdown(rows: list[dict], images: int, groups: int, task: str) -> str:
+    policy = THRESHOLD_POLICY[task].replace("validation", "pooled")
+    lines = [f"Pooled out-of-fold scores of {images} images in {groups} groups, the same folds for every run; each row "
+             f"at its own epoch and its own threshold ({policy}).", "",
+             "| run | epoch | weighted F1 | accuracy | sensitivity | specificity | ROC AUC | fold F1 sd | groups right |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sd = f"{r['fold_f1_sd']:.3f}" if "fold_f1_sd" in r else ""
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
         print(f"compare_cv: {error}", file=sys.stderr)
         return 2
     first = load_run(args.runs[0])
-    text = markdown(rows, len(first["y"]), len(set(first["groups"])))
+    text = markdown(rows, len(first["y"]), len(set(first["groups"])), first["task"])
     print(text)
     if args.out:
         args.out.write_text(text)
