@@ -51,10 +51,10 @@ leukemia-experiments: setup
 	$(BIN)/python -m train.compare_cv $(LEUKEMIA_RUNS) --out models/training/leukemia/COMPARISON.md
 
 leukemia-model: setup
-	@@LEUKEMIA_TRAIN@@
-	$(BIN)/edge-convert @@LEUKEMIA_RUN@@ --out models --name leukemia
+	$(LEUKEMIA_CV) --out runs/cv/fixed_basic --cell-crop fixed
+	$(BIN)/edge-convert runs/cv/fixed_basic --out models --name leukemia
 	mkdir -p models/training/leukemia
-	cp @@LEUKEMIA_RUN@@/cv.md @@LEUKEMIA_RUN@@/cv.json @@LEUKEMIA_RUN@@/config.json models/training/leukemia/
+	cp runs/cv/fixed_basic/cv.md runs/cv/fixed_basic/cv.json runs/cv/fixed_basic/config.json models/training/leukemia/
 
 brain-experiments: setup
 	$(BRAIN_CV) --cv-only --out runs/cv/brain_128
