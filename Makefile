@@ -63,10 +63,10 @@ brain-experiments: setup
 	$(BIN)/python -m train.compare_cv runs/cv/brain_128 runs/cv/brain_160 --out models/training/brain/COMPARISON.md
 
 brain-model: setup
-	$(BRAIN_CV) --tta --out runs/cv/brain_128
-	$(BIN)/edge-convert runs/cv/brain_128 --out models --name brain
+	$(BRAIN_CV) --tta --out runs/cv/brain_160 --size 160
+	$(BIN)/edge-convert runs/cv/brain_160 --out models --name brain
 	mkdir -p models/training/brain
-	cp runs/cv/brain_128/cv.md runs/cv/brain_128/cv.json runs/cv/brain_128/config.json models/training/brain/
+	cp runs/cv/brain_160/cv.md runs/cv/brain_160/cv.json runs/cv/brain_160/config.json models/training/brain/
 
 # tf2onnx + ONNX Runtime for benchmarks/peers.py, kept out of the shared .venv.
 $(ONNX_VENV)/.installed:
