@@ -65,6 +65,10 @@ def cnmc_name(patient: str, image: int, cell: int, label: str) -> str:
     return f"UID_{patient}_{image}_{cell}_{label}"
 
 
+# 7 ALL patients and 5 normal subjects, 4 cells each: the smallest C-NMC that makes patient folds.
+TINY_CNMC_PATIENTS = {**{str(p): 4 for p in range(1, 8)}, **{f"H{p}": 4 for p in range(1, 6)}}
+
+
 def save_cnmc_flat(root: Path, patients: dict[str, int], ext: str = ".bmp") -> Path:
     """{all,hem}/UID_... files; patients maps id (H.. for healthy) to cell count."""
     for patient, count in patients.items():

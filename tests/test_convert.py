@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import save_cnmc_flat
+from conftest import TINY_CNMC_PATIENTS, save_cnmc_flat
 from edge.interpreter import input_details, make_interpreter, output_details, run_one
 from edge.metadata import ModelError, read_metadata
 
@@ -15,8 +15,7 @@ from train.cli import main as train_main  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    patients = {**{str(p): 4 for p in range(1, 8)}, **{f"H{p}": 4 for p in range(1, 6)}}
-    data = save_cnmc_flat(root / "cnmc", patients, ext=".png")
+    data = save_cnmc_flat(root / "cnmc", TINY_CNMC_PATIENTS, ext=".png")
     assert train_main(["leukemia", "--data", str(data), "--out", str(root / "run"), "--epochs", "2", "--size", "32",
                        "--width", "4", "--batch-size", "8"]) == 0
     return root / "run"

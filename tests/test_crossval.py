@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import save_cnmc_flat
+from conftest import TINY_CNMC_PATIENTS, save_cnmc_flat
 from train.crossval import choose_epoch, group_folds, per_group_calls
 from train.metrics import choose_threshold
 
@@ -56,8 +56,7 @@ def cv_run(tmp_path_factory):
     from train.cli import main
 
     root = tmp_path_factory.mktemp("cv")
-    patients = {**{str(p): 4 for p in range(1, 8)}, **{f"H{p}": 4 for p in range(1, 6)}}
-    data = save_cnmc_flat(root / "cnmc", patients, ext=".png")
+    data = save_cnmc_flat(root / "cnmc", TINY_CNMC_PATIENTS, ext=".png")
     assert main(["leukemia", "--cv", "3", "--data", str(data), "--out", str(root / "run"), "--epochs", "2",
                  "--size", "32", "--width", "4", "--batch-size", "8", "--cell-crop", "fixed",
                  "--cache", str(root / "cache")]) == 0
