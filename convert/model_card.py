@@ -45,7 +45,9 @@ on every group, does on a new one.
 |---|---|---|---|
 {chr(10).join(f"| {key} | {cv['pooled'][key]:.4f} | {spread[key]['mean']:.4f} | {spread[key]['sd']:.4f} |" for key in ("accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc"))}
 
-Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}.{_tta_note(cv)}"""
+Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}; the per-patient (per-group)
+table, the epoch curve and the recipes compared are in `training/{metadata['task']}/cv.md` and `COMPARISON.md`.
+Reproduce with `make {metadata['task']}-model` (`make {metadata['task']}-experiments` for the comparison).{_tta_note(cv)}"""
 
 
 def _tta_note(cv: dict) -> str:
