@@ -57,7 +57,7 @@ def tensor_summary(details: dict) -> dict:
 
 
 def _arrays(split: dict, spec: dict, cache: str | None):
-    """-> (samples, x, y, fold or None per sample) for every image of the split (cached)."""
+    """-> (samples, x, y, fold (-1 when none), subset) for every image of the split (cached)."""
     rows = split["samples"]
     samples, x, y, _ = cached_arrays([Sample(r["path"], r["label"], r.get("patient")) for r in rows], spec, cache)
     fold_of_path = {r["path"]: r.get("fold", -1) for r in rows}
@@ -149,6 +149,7 @@ def convert(args: argparse.Namespace) -> bool:
         all_scores = _fold_scores(run, config, x, y, fold_of, precisions, args)
         y_eval = y
         reference = np.arange(0, len(y), REFERENCE_EVERY)
+        shipped = _scores_of({p: flatbuffers[p] for p in ("float32", "int8")}, x[reference])
     else:
         evaluated_on = "the held-out test split"
         test = np.flatnonzero(subset == "test")
@@ -156,10 +157,7 @@ def convert(args: argparse.Namespace) -> bool:
         all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
                       **_scores_of(flatbuffers, x[test])}
         reference = test
-    shipped = all_scores if not cross_validated else _scores_of({p: flatbuffers[p] for p in ("float32", "int8")},
-                                                               x[reference])
-    if not cross_validated:
-        shipped = {p: shipped[p] for p in ("float32", "int8")}
+        shipped = {p: all_scores[p] for p in ("float32", "int8")}
     metrics = {key: evaluate(y_eval, value, threshold, tuple(labels)) for key, value in all_scores.items()}
     predictions = {key: value >= threshold for key, value in all_scores.items()}
     agreement = float(np.mean(predictions["float32"] == predictions["int8"]))
