@@ -3,8 +3,8 @@
     edge-classify cell.bmp                          # the default model (leukemia int8 on a fresh install)
     edge-classify --model brain scans/ "more/*.png" --json
 
-Exit status: 0 when every input was classified, 1 when any input failed (the others are still
-classified and printed), 2 for a usage or model error.
+Exit status: 0 when every input was classified, 1 when any input failed or matched no image (the
+others are still classified and printed, one line each), 2 for a usage, model or output error.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from edge.args import thread_count
 from edge.images import ImageError, is_image_file
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
@@ -28,26 +29,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per input")
     output.add_argument("--csv", action="store_true", help="CSV with a header row")
-    parser.add_argument("--threads", type=int, help="interpreter threads")
+    parser.add_argument("--threads", type=thread_count, help="interpreter threads (1-64)")
     parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime (default: the first available)")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
     return parser.parse_args(argv)
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files as given, folders recursed for image files, globs expanded; unmatched items kept so they
-    are reported as errors."""
+def expand_inputs(inputs: list[str]) -> list[tuple[str, str | None]]:
+    """-> (path, problem) pairs: files as given, folders recursed for image files, globs expanded;
+    a folder without image files or a pattern that matches nothing is kept with its problem."""
     paths = []
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(item)
                            for name in names if is_image_file(name))
-            paths += found
+            paths += [(path, None) for path in found] or [(item, "no image files in this folder")]
         elif not os.path.exists(item) and glob.has_magic(item):
-            paths += sorted(glob.glob(item, recursive=True)) or [item]
+            found = sorted(glob.glob(item, recursive=True))
+            paths += [(path, None) for path in found] or [(item, "matches no file")]
         else:
-            paths.append(item)
+            paths.append((item, None))
     return paths
+
+
+def failure_reason(error: Exception) -> str:
+    """One short line for any exception raised while classifying one input."""
+    if isinstance(error, ImageError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "too large (out of memory)"
+    text = " ".join(str(error).split())[:120]
+    return f"cannot classify ({type(error).__name__}{': ' + text if text else ''})"
 
 
 class Printer:
@@ -88,6 +100,9 @@ class Printer:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if sys.stdout is None:
+        print("edge-classify: standard output is closed", file=sys.stderr)
+        return 2
     from edge.classifier import Classifier
 
     try:
@@ -96,18 +111,26 @@ def main(argv=None) -> int:
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-classify: {error}", file=sys.stderr)
         return 2
-    printer = Printer("json" if args.json else "csv" if args.csv else "table", classifier.labels)
     failed = 0
     try:
+        printer = Printer("json" if args.json else "csv" if args.csv else "table", classifier.labels)
         with classifier:
-            for path in expand_inputs(args.inputs):
+            for path, problem in expand_inputs(args.inputs):
                 try:
-                    printer.result(path, classifier.classify(path))
-                except ImageError as error:
+                    if problem:
+                        raise ImageError(problem)
+                    result = classifier.classify(path)
+                except Exception as error:  # one input's failure is its line, never the end of the run
                     failed += 1
-                    printer.error(path, str(error).removeprefix(f"{path}: "))
+                    printer.error(path, failure_reason(error).removeprefix(f"{path}: "))
+                    continue
+                printer.result(path, result)
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as error:  # a full disk, a closed or vanished output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"edge-classify: cannot write the results ({error.strerror or error})", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 

@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from edge.args import frame_rate, positive_int, positive_number, thread_count, unwritable_file, unwritable_folder
+from edge.classifier import STAGES, Classifier
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
 from edge.sources import FolderSource, LatestFrame, SourceError, open_source
@@ -42,11 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", help="a .tflite path or a shipped name (default: the device's configured model)")
     parser.add_argument("--mode", choices=("cell", "field"), default="cell",
                         help="cell: the frame is one cell or scan; field: find and classify every white cell")
-    parser.add_argument("--threads", type=int, help="interpreter threads")
+    parser.add_argument("--threads", type=thread_count, help="interpreter threads (1-64)")
     parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime")
-    parser.add_argument("--max-frames", type=int, help="stop after classifying this many frames")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("--fps", type=float, help="replay rate of a folder or video file (0: as fast as possible)")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after classifying this many frames")
+    parser.add_argument("--duration", type=positive_number, help="stop after this many seconds")
+    parser.add_argument("--fps", type=frame_rate, help="replay rate of a folder or video file (0: as fast as possible)")
     parser.add_argument("--loop", action="store_true", help="replay a folder forever")
     parser.add_argument("--log", help="append one JSON line per frame (and per camera event) to this file")
     parser.add_argument("--snapshots", help="folder for snapshots (key s, SIGUSR1, or --snapshot-positives)")
@@ -58,32 +60,65 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.snapshot_positives and not args.snapshots:
         parser.error("--snapshot-positives needs --snapshots DIR")
-    for name in ("max_frames", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
 
 class ResultsLog:
-    """Append-only JSON lines. Each record goes to the file in one write() on an O_APPEND descriptor,
-    so a killed process leaves only complete lines (a partial last line left by a power cut is
-    closed off before the next record)."""
+    """Append-only JSON lines that survive a full disk and a power cut: each record goes to the file
+    in one write() on an O_APPEND descriptor, and a write that fails or falls short is cut back off,
+    so the file only ever holds whole lines. While writing fails, records are dropped (counted) and
+    every later record retries; a half line left by a power cut is cut off at the next start."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, on_problem=None):
+        self.path = path
+        self.on_problem = on_problem or (lambda message: None)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        size = os.fstat(self.fd).st_size
-        if size:
-            with open(path, "rb") as existing:
-                existing.seek(size - 1)
-                if existing.read(1) != b"\n":
-                    os.write(self.fd, b"\n")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.dropped = 0  # records not written since the last one that was
+        self._cut_partial_line()
 
-    def write(self, record: dict) -> None:
-        os.write(self.fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+    def _cut_partial_line(self) -> None:
+        size = os.fstat(self.fd).st_size
+        if not size or os.pread(self.fd, 1, size - 1) == b"\n":
+            return
+        start = max(0, size - (1 << 20))
+        tail = os.pread(self.fd, size - start, start)
+        os.ftruncate(self.fd, start + tail.rfind(b"\n") + 1 if b"\n" in tail else start)
+
+    def write(self, record: dict) -> bool:
+        """-> True when the record is in the file, whole."""
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        size = os.fstat(self.fd).st_size
+        try:
+            written = os.write(self.fd, data)
+            if written != len(data):
+                raise OSError(28, f"short write ({written} of {len(data)} bytes)")
+        except OSError as error:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError:
+                pass
+            if not self.dropped:
+                self.on_problem(f"cannot write the log {self.path} ({error.strerror or error}); "
+                                "still classifying, retrying with every record")
+            self.dropped += 1
+            return False
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            self.write({"time": now_iso(), "event": "log_resumed", "records_lost": dropped})
+            self.on_problem(f"writing the log {self.path} again; {dropped} records were lost")
+        return True
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def say(message: str) -> None:
+    """One line on stderr (a closed stderr is not a reason to stop classifying)."""
+    try:
+        print(f"edge-live: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def now_iso() -> str:
@@ -106,10 +141,11 @@ class LiveRun:
         self.last_positive_snapshot = 0.0
         self.window = None if args.headless else self._open_window()
         self.skipped_reported = 0
+        self.failed_frames = 0
 
     # -- events and output ------------------------------------------------------------------
     def event(self, kind: str, message: str) -> None:
-        print(f"edge-live: {message}", file=sys.stderr, flush=True)
+        say(message)
         if self.log:
             self.log.write({"time": now_iso(), "event": kind, "source": str(self.source), "message": message})
 
@@ -138,7 +174,7 @@ class LiveRun:
             from edge.overlay import draw_label
             draw_label(frame, result.label, result.score, positive)
 
-        timings = {"preprocess": result.timings_ms["preprocess"], "inference": result.timings_ms["inference"]}
+        timings = {stage: ms for stage, ms in result.timings_ms.items() if stage != "decode"}
         return record, draw, timings, positive
 
     def classify_field_frame(self, rgb: np.ndarray):
@@ -154,8 +190,7 @@ class LiveRun:
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
         count = len(results)
-        share = {"preprocess": sum(r.timings_ms["preprocess"] for r in results),
-                 "inference": sum(r.timings_ms["inference"] for r in results)}
+        share = {stage: sum(r.timings_ms[stage] for r in results) for stage in STAGES if stage != "decode"}
         blasts = sum(r.label == self.positive_label for r in results)
         self.totals["cells"] += count
         self.totals["blasts"] += blasts
@@ -189,9 +224,13 @@ class LiveRun:
 
     def save_snapshot(self, bgr: np.ndarray, number: int, label: str) -> None:
         import cv2
-        os.makedirs(self.args.snapshots, exist_ok=True)
         path = os.path.join(self.args.snapshots, f"{datetime.now():%Y%m%d-%H%M%S}_frame{number:06d}_{label}.png")
-        if not cv2.imwrite(path, bgr):
+        try:
+            os.makedirs(self.args.snapshots, exist_ok=True)
+            saved = cv2.imwrite(path, bgr)
+        except (OSError, cv2.error) as error:
+            saved, path = False, f"{path} ({' '.join(str(error).split())[:80]})"
+        if not saved:
             self.event("snapshot_failed", f"could not write {path}")
             return
         if self.log:
@@ -237,6 +276,13 @@ class LiveRun:
             elif key == ord("s") and self.args.snapshots:
                 self.save_snapshot(bgr, frame.number, label)
 
+    def frame_failed(self, number: int, error: Exception) -> None:
+        self.failed_frames += 1
+        if self.failed_frames in (1, 10, 100) or self.failed_frames % 1000 == 0:  # bounded, whatever the rate
+            reason = " ".join(str(error).split())[:120]
+            self.event("frame_failed", f"frame {number} not classified ({type(error).__name__}: {reason}); "
+                                       f"{self.failed_frames} so far")
+
     def report_skipped(self) -> None:
         if isinstance(self.source, FolderSource):
             for message in self.source.skipped[self.skipped_reported:]:
@@ -258,7 +304,10 @@ class LiveRun:
                     if frames.ended:
                         break
                     continue
-                self.process(frame, (time.perf_counter() - waiting) * 1000)
+                try:
+                    self.process(frame, (time.perf_counter() - waiting) * 1000)
+                except Exception as error:  # one bad frame is an event, never the end of the run
+                    self.frame_failed(frame.number, error)
                 if self.args.max_frames and self.frames >= self.args.max_frames:
                     break
                 if time.monotonic() >= next_status and not self.window:
@@ -266,7 +315,8 @@ class LiveRun:
                     print(f"edge-live: {self.frames} frames, " + "; ".join(self.status_lines(
                         self.stage_ms["end_to_end"][-1])), file=sys.stderr, flush=True)
             elapsed = time.monotonic() - started
-            summary = {"frames": self.frames, "captured": frames.captured, "dropped": frames.dropped,
+            summary = {"frames": self.frames, "failed": self.failed_frames, "captured": frames.captured,
+                       "dropped": frames.dropped,
                        "reopened": frames.reopened, "seconds": round(elapsed, 3),
                        "fps": round(self.frames / elapsed, 2) if elapsed else 0.0,
                        "median_ms": {stage: round(statistics.median(values), 3)
@@ -295,12 +345,16 @@ def print_summary(summary: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for option, path, problem in (("--log", args.log, args.log and unwritable_file(args.log)),
+                                  ("--snapshots", args.snapshots, args.snapshots and unwritable_folder(args.snapshots))):
+        if problem:
+            print(f"edge-live: {option} {path}: {problem}", file=sys.stderr)
+            return 2
     try:
         import cv2  # noqa: F401  (the overlay, video and USB cameras, field mode)
     except ImportError:
         print("edge-live: needs OpenCV: pip install 'edge-medical[camera]'", file=sys.stderr)
         return 2
-    from edge.classifier import Classifier
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
                                 check_quality=not args.no_quality)
@@ -317,7 +371,12 @@ def main(argv=None) -> int:
     except SourceError as error:
         print(f"edge-live: {error}", file=sys.stderr)
         return 1
-    log = ResultsLog(args.log) if args.log else None
+    try:
+        log = ResultsLog(args.log, on_problem=say) if args.log else None
+    except OSError as error:
+        print(f"edge-live: --log {args.log}: {error.strerror or error}", file=sys.stderr)
+        source.close()
+        return 2
     run = LiveRun(args, classifier, source, log)
 
     def request_stop(signum, _frame):
@@ -336,7 +395,8 @@ def main(argv=None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if log:
-        log.write({"time": now_iso(), "event": "stop", **summary})
+        if not log.write({"time": now_iso(), "event": "stop", **summary}):
+            say(f"the stop record could not be written to {args.log}")
         log.close()
     print_summary(summary)
     return 0

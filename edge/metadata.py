@@ -1,11 +1,24 @@
 """Model metadata: a sidecar JSON beside each .tflite (``brain_int8.tflite`` -> ``brain_int8.json``)
-holding everything the device needs: labels, input, preprocessing, threshold and the SHA-256."""
+holding everything the device needs: labels, input, preprocessing, threshold and the SHA-256.
+
+``load_spec`` reads it once into a checked ``ModelSpec``; ``ModelSpec.check_against(interpreter)``
+compares it with the model's own tensors. Anything wrong is one ModelError line naming the file
+and the field."""
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from edge.preprocess import channels, check_preprocessing
+
+
+MAX_METADATA_BYTES = 1 << 20  # the shipped sidecars are about 20 kB
 
 
 class ModelError(ValueError):
@@ -37,11 +50,126 @@ def read_metadata(model_path: str | os.PathLike) -> dict:
     if not model_path.is_file():
         raise ModelError(f"{model_path}: model file not found")
     try:
+        if path.stat().st_size > MAX_METADATA_BYTES:
+            raise ModelError(f"{path}: metadata larger than {MAX_METADATA_BYTES} bytes")
         metadata = json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"{model_path}: metadata {path.name} not found beside the model") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelError(f"{path}: unreadable metadata ({error})") from None
+    except RecursionError:
+        raise ModelError(f"{path}: unreadable metadata (nested too deeply)") from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read metadata ({error.strerror or error})") from None
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{path}: metadata must be a JSON object, not {type(metadata).__name__}")
     if metadata.get("sha256") != sha256_of(model_path):
         raise ModelError(f"{model_path}: SHA-256 does not match its metadata (file changed or corrupt)")
     return metadata
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str  # "int8", "uint8" or "float32"
+    scale: float  # 0.0 for a float tensor
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the device needs to know about a model, checked."""
+    path: Path  # the .tflite file
+    task: str
+    labels: tuple[str, str]  # (negative, positive)
+    threshold: float  # on the positive score
+    preprocessing: dict
+    input: TensorSpec
+    output: TensorSpec
+
+    @property
+    def positive_label(self) -> str:
+        return self.labels[1]
+
+    def check_against(self, interpreter) -> None:
+        """Raise ModelError unless the interpreter's input and output tensors are the ones described."""
+        for field, spec, details in (("input", self.input, interpreter.get_input_details()),
+                                     ("output", self.output, interpreter.get_output_details())):
+            if len(details) != 1:
+                raise ModelError(f"{self.path}: the model has {len(details)} {field} tensors, one is expected")
+            actual = _tensor_of(details[0])
+            if actual.shape != spec.shape or actual.dtype != spec.dtype:
+                raise ModelError(f"{self.path}: {field} is {actual.dtype} {list(actual.shape)} but its metadata "
+                                 f"says {spec.dtype} {list(spec.shape)}")
+            if not (math.isclose(actual.scale, spec.scale, rel_tol=1e-6) and actual.zero_point == spec.zero_point):
+                raise ModelError(f"{self.path}: {field}.quantization is scale {actual.scale:g}, zero point "
+                                 f"{actual.zero_point} but its metadata says {spec.scale:g}, {spec.zero_point}")
+
+
+def _tensor_of(details: dict) -> TensorSpec:
+    scale, zero_point = details["quantization"]
+    return TensorSpec(tuple(int(v) for v in details["shape"]), np.dtype(details["dtype"]).name, float(scale),
+                      int(zero_point))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tensor_spec(value, field: str, fail) -> TensorSpec:
+    if not isinstance(value, dict):
+        fail(field, "missing or not an object")
+    shape = value.get("shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096
+                                                      for v in shape)):
+        fail(f"{field}.shape", f"must be a list of positive sizes, got {json.dumps(shape)[:60]}")
+    dtype = value.get("dtype")
+    if dtype not in ("int8", "uint8", "float32"):
+        fail(f"{field}.dtype", f"must be int8, uint8 or float32, got {json.dumps(dtype)[:60]}")
+    quantization = value.get("quantization", {"scale": 0.0, "zero_point": 0})
+    if not isinstance(quantization, dict):
+        fail(f"{field}.quantization", "must be an object")
+    scale, zero_point = quantization.get("scale"), quantization.get("zero_point")
+    if not _is_number(scale) or scale < 0 or not isinstance(zero_point, int) or isinstance(zero_point, bool):
+        fail(f"{field}.quantization", "needs a scale >= 0 and an integer zero_point")
+    if (dtype == "float32") != (scale == 0):
+        fail(f"{field}.quantization", f"a {dtype} tensor needs {'no' if dtype == 'float32' else 'a'} scale")
+    return TensorSpec(tuple(shape), dtype, float(scale), zero_point)
+
+
+def load_spec(model_path: str | os.PathLike) -> ModelSpec:
+    """The model's checked spec (also checks the SHA-256); ModelError naming the file and field otherwise."""
+    model_path = Path(model_path)
+    metadata = read_metadata(model_path)
+    sidecar = sidecar_path(model_path)
+
+    def fail(field: str, problem: str):
+        raise ModelError(f"{sidecar}: {field}: {problem}")
+
+    labels = metadata.get("labels")
+    if not (isinstance(labels, list) and len(labels) == 2 and all(isinstance(v, str) and v.strip() for v in labels)):
+        fail("labels", f"must be two names [negative, positive], got {json.dumps(labels)[:60]}")
+    if labels[0] == labels[1]:
+        fail("labels", f"the two labels must differ, got {labels}")
+    if "positive_label" in metadata and metadata["positive_label"] != labels[1]:
+        fail("positive_label", f"{json.dumps(metadata['positive_label'])[:40]} is not the second label ({labels[1]!r})")
+    threshold = metadata.get("threshold")
+    if not (_is_number(threshold) and 0 < threshold < 1):
+        fail("threshold", f"must be a number strictly between 0 and 1, got {json.dumps(threshold)[:40]}")
+    preprocessing = metadata.get("preprocessing")
+    try:
+        check_preprocessing(preprocessing)
+    except ValueError as error:
+        fail("preprocessing", str(error))
+    model_input = _tensor_spec(metadata.get("input"), "input", fail)
+    model_output = _tensor_spec(metadata.get("output"), "output", fail)
+    size = preprocessing["size"]
+    if len(model_input.shape) != 4 or model_input.shape[1:] != (size, size, channels(preprocessing)):
+        fail("input.shape", f"{list(model_input.shape)} does not fit preprocessing {preprocessing}")
+    if model_output.shape[-1] != 1:
+        fail("output.shape", f"{list(model_output.shape)}: one sigmoid score per image is expected")
+    task = metadata.get("task")
+    if not isinstance(task, str):
+        fail("task", "missing")
+    return ModelSpec(model_path, task, (labels[0], labels[1]), float(threshold), dict(preprocessing),
+                     model_input, model_output)

@@ -36,15 +36,29 @@ def shipped_names() -> list[str]:
 def default_model() -> str:
     if os.environ.get("EDGE_MODEL"):
         return os.environ["EDGE_MODEL"]
-    candidates = [os.environ["EDGE_CONFIG"]] if os.environ.get("EDGE_CONFIG") else list(CONFIG_FILES)
-    for candidate in candidates:
+    if os.environ.get("EDGE_CONFIG"):
+        path = Path(os.environ["EDGE_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ModelError(f"EDGE_CONFIG={path}: no such file")
+        return _configured_model(path)
+    for candidate in CONFIG_FILES:
         path = Path(candidate).expanduser()
         if path.is_file():
-            try:
-                return json.loads(path.read_text())["default_model"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ModelError(f"{path}: no usable default_model ({error})") from None
+            return _configured_model(path)
     return FALLBACK_DEFAULT
+
+
+def _configured_model(path: Path) -> str:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ModelError(f"{path}: unreadable config ({' '.join(str(error).split())[:100]})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: the config must be a JSON object, not {type(config).__name__}")
+    model = config.get("default_model")
+    if not isinstance(model, str) or not model.strip():
+        raise ModelError(f"{path}: default_model must be a model name or path")
+    return model
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:

@@ -7,6 +7,8 @@ array in [0, 1]. Only numpy and Pillow are used, so it runs unchanged on a Raspb
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -22,6 +24,7 @@ CELL_THRESHOLD = 10
 # 12-17% between images), removing stain intensity and tint differences between slides.
 CELL_STAIN_MEANS = (69.3, 29.9, 80.0)
 CELL_FIXED_SIDE = 384  # "fixed" crop window: covers 99% of C-NMC cells (measured: max side p99 = 311)
+MAX_CROP_SIDE = 2048  # no square crop is larger than this (8 times a C-NMC cell image, above any MRI here)
 
 
 def default_spec(task: str, size: int | None = None) -> dict:
@@ -30,6 +33,33 @@ def default_spec(task: str, size: int | None = None) -> dict:
     if task == "leukemia":
         return {"name": "cnmc_cell", "size": size or 96, "crop": "tight"}
     raise ValueError(f"unknown task {task!r}")
+
+
+PREPROCESSING_NAMES = ("brain_mri", "cnmc_cell")
+CELL_CROPS = ("tight", "fixed")
+STAIN_NORMALIZATIONS = ("channel-mean",)
+MAX_INPUT_SIZE = 1024
+
+
+def check_preprocessing(spec) -> None:
+    """ValueError (one line) unless spec is a preprocessing spec this module can apply."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"must be an object, got {json.dumps(spec)[:60]}")
+    name = spec.get("name")
+    if name not in PREPROCESSING_NAMES:
+        raise ValueError(f"unknown name {json.dumps(name)[:40]}; expected one of {', '.join(PREPROCESSING_NAMES)}")
+    size = spec.get("size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= MAX_INPUT_SIZE):
+        raise ValueError(f"size must be an integer from 8 to {MAX_INPUT_SIZE}, got {json.dumps(size)[:40]}")
+    allowed = {"name", "size"} | ({"crop", "stain"} if name == "cnmc_cell" else set())
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r} for {name}")
+    if name == "cnmc_cell" and spec.get("crop", "tight") not in CELL_CROPS:
+        raise ValueError(f"unknown crop {json.dumps(spec['crop'])[:40]}; expected one of {', '.join(CELL_CROPS)}")
+    if spec.get("stain") is not None and spec["stain"] not in STAIN_NORMALIZATIONS:
+        raise ValueError(f"unknown stain {json.dumps(spec['stain'])[:40]}; expected one of "
+                         f"{', '.join(STAIN_NORMALIZATIONS)}")
 
 
 def channels(spec: dict) -> int:
@@ -45,7 +75,13 @@ def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def _square_crop(image: Image.Image, center_x: float, center_y: float, side: int) -> Image.Image:
-    """A side x side window centred on a point; outside the image is black."""
+    """A side x side window centred on a point; outside the image is black. A window longer than
+    MAX_CROP_SIDE is cut from a copy reduced by a whole factor, so memory stays bounded whatever
+    the image's shape (a 30000x10 strip would otherwise become a 900-megapixel square)."""
+    if side > MAX_CROP_SIDE:
+        factor = -(-side // MAX_CROP_SIDE)
+        image = image.reduce(factor)
+        center_x, center_y, side = center_x / factor, center_y / factor, max(1, side // factor)
     left = int(round(center_x - side / 2))
     top = int(round(center_y - side / 2))
     return image.crop((left, top, left + side, top + side))  # Pillow pads with black
@@ -54,7 +90,8 @@ def _square_crop(image: Image.Image, center_x: float, center_y: float, side: int
 def brain_crop(gray: Image.Image) -> Image.Image:
     """Crop an MRI slice to the head, squared with black padding."""
     scale = max(1.0, max(gray.size) / BRAIN_MASK_SIDE)
-    small = gray.resize((round(gray.width / scale), round(gray.height / scale)), Image.Resampling.BILINEAR)
+    small = gray.resize((max(1, round(gray.width / scale)), max(1, round(gray.height / scale))),
+                        Image.Resampling.BILINEAR)
     mask_image = small.filter(ImageFilter.GaussianBlur(2)).point(lambda v: 255 if v > BRAIN_THRESHOLD else 0)
     mask_image = mask_image.filter(ImageFilter.MinFilter(BRAIN_MORPH_SIZE))
     mask_image = mask_image.filter(ImageFilter.MaxFilter(BRAIN_MORPH_SIZE))

@@ -26,7 +26,8 @@ def analysis_copy(rgb: np.ndarray) -> Image.Image:
     image = Image.fromarray(rgb)
     scale = max(image.size) / ANALYSIS_SIDE
     if scale > 1:
-        image = image.resize((round(image.width / scale), round(image.height / scale)), Image.Resampling.BILINEAR)
+        image = image.resize((max(1, round(image.width / scale)), max(1, round(image.height / scale))),
+                             Image.Resampling.BILINEAR)
     return image
 
 

@@ -75,7 +75,7 @@ def _bad_corpus(folder: Path) -> dict[str, str]:
     frames = [Image.fromarray(synthetic_cell(i, True)) for i in range(3)]
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
     return {"empty.png": "empty", "text.jpg": "not an image", "truncated.png": "damaged",
-            "bomb.png": "too many pixels", "animated.gif": "animated"}
+            "bomb.png": "too large", "animated.gif": "animated"}
 
 
 def test_bad_inputs_get_one_line_errors_and_do_not_stop_the_rest(cells, tmp_path, capsys):
@@ -121,11 +121,12 @@ def test_model_errors_exit_2_with_one_line(cells, tmp_path, capsys):
     reshaped = _copy_model(tmp_path / "reshaped")
     meta = json.loads(reshaped.with_suffix(".json").read_text())
     meta["input"]["shape"] = [1, 64, 64, 3]
+    meta["preprocessing"]["size"] = 64  # a consistent sidecar that does not describe this model
     reshaped.with_suffix(".json").write_text(json.dumps(meta))
 
     no_metadata = tmp_path / "bare.tflite"
     shutil.copy(MODELS / "leukemia_int8.tflite", no_metadata)
-    cases = {str(tampered): "SHA-256", str(corrupt): "not a loadable", str(reshaped): "does not match metadata",
+    cases = {str(tampered): "SHA-256", str(corrupt): "not a loadable", str(reshaped): "its metadata says",
              str(no_metadata): "metadata", str(tmp_path / "absent.tflite"): "not found", "kidney": "unknown model"}
     for model, reason in cases.items():
         code, out, err = run_cli(["--model", model, str(cells)], capsys)
@@ -143,8 +144,12 @@ def test_default_model_from_environment_and_config(tmp_path, monkeypatch):
     from edge.model_store import default_model, resolve_model
 
     monkeypatch.delenv("EDGE_MODEL", raising=False)
-    monkeypatch.setenv("EDGE_CONFIG", str(tmp_path / "none.json"))
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    monkeypatch.setattr("edge.model_store.CONFIG_FILES", (str(tmp_path / "none.json"),))
     assert resolve_model().name == "leukemia_int8.tflite"
+    monkeypatch.setenv("EDGE_CONFIG", str(tmp_path / "none.json"))  # named but missing: an error, not the fallback
+    with pytest.raises(ModelError, match="no such file"):
+        resolve_model()
     (tmp_path / "config.json").write_text(json.dumps({"default_model": "brain_float32"}))
     monkeypatch.setenv("EDGE_CONFIG", str(tmp_path / "config.json"))
     assert resolve_model().name == "brain_float32.tflite"
@@ -155,7 +160,7 @@ def test_default_model_from_environment_and_config(tmp_path, monkeypatch):
 def test_quality_gates_flag_wrong_domain_blank_and_blurred_images():
     cell = synthetic_cell(6, True, size=300)
     with Classifier("leukemia") as classifier:
-        assert classifier.get_input_shape() == tuple(classifier.metadata["input"]["shape"])
+        assert classifier.get_input_shape() == (1, 96, 96, 3)
         grey = np.repeat(cell.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
         assert any("greyscale" in i for i in classifier.classify(grey).issues)
         mri = np.repeat(synthetic_mri(6, True, size=256)[:, :, None], 3, axis=2)
