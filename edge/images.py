@@ -46,6 +46,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         if os.path.getsize(name) == 0:
             raise ImageError(f"{name}: empty file")
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged file's warnings: its error line says enough
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(name) as image:
                 width, height = image.size
