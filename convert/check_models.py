@@ -1,11 +1,13 @@
 """Check shipped models: SHA-256 against metadata, load with the available TFLite runtime, and re-score
-the images recorded in their verification (when the data is present): the scores must be the recorded
-ones, and a model verified on a held-out test split must reproduce its metrics.
+the images recorded in their verification: the scores must be the recorded ones, and a model verified
+on a held-out test split must reproduce its metrics. The image paths are relative to the data root
+(--data DIR, else $EDGE_DATA, else shared/data beside the checkout); a missing image fails the check.
 
-    python -m convert.check_models models
+    python -m convert.check_models models [--data DIR]
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -16,22 +18,33 @@ import numpy as np
 from edge.interpreter import make_interpreter, scores
 from edge.metadata import ModelError, read_metadata
 from train.arrays import load_arrays
+from train.data_root import ENV, data_root, resolve
 from train.metrics import evaluate
 from train.datasets import Sample
 
 
-def check(model_path: Path) -> bool:
+def reference_of(model_path: Path, root: Path) -> dict:
+    """The model's verification reference scores, with image paths resolved against the data root."""
+    task = read_metadata(model_path)["task"]
+    reference = json.loads((model_path.parent / f"{task}_verification.json").read_text())["reference_scores"]
+    return {**reference, "paths": [resolve(p, root) for p in reference["paths"]]}
+
+
+def first_missing_image(models: list[Path], root: Path) -> str | None:
+    for model in models:
+        missing = next((p for p in reference_of(model, root)["paths"] if not Path(p).is_file()), None)
+        if missing:
+            return missing
+    return None
+
+
+def check(model_path: Path, root: Path | None = None) -> bool:
     """Re-score the images of the model's verification and compare with the recorded scores; for a
     model verified on a held-out test split, also re-evaluate its metrics."""
     metadata = read_metadata(model_path)
     interpreter, runtime = make_interpreter(model_path)
-    task, precision = metadata["task"], metadata["precision"]
-    verification = json.loads((model_path.parent / f"{task}_verification.json").read_text())
-    reference = verification["reference_scores"]
-    missing = [p for p in reference["paths"] if not Path(p).is_file()]
-    if missing:
-        print(f"{model_path.name}: loads with {runtime}; reference images not found ({missing[0]} ...), skipped evaluation")
-        return True
+    precision = metadata["precision"]
+    reference = reference_of(model_path, data_root(root))
     samples = [Sample(p, label) for p, label in zip(reference["paths"], reference["labels"])]
     _, x, y, _ = load_arrays(samples, metadata["preprocessing"])
     started = time.perf_counter()
@@ -52,15 +65,30 @@ def check(model_path: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    folder = Path((argv or sys.argv[1:] or ["models"])[0])
+    parser = argparse.ArgumentParser(prog="python -m convert.check_models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", default="models", help="folder of <task>_<precision>.tflite models")
+    parser.add_argument("--data", metavar="DIR", help=f"data root of the reference images (default: ${ENV}, "
+                                                      "else shared/data beside the checkout)")
+    args = parser.parse_args(argv)
+    folder, root = Path(args.folder), data_root(args.data)
     models = sorted(folder.glob("*_float32.tflite")) + sorted(folder.glob("*_int8.tflite"))
     if not models:
         print(f"check_models: no *_float32.tflite or *_int8.tflite in {folder}", file=sys.stderr)
         return 2
+    try:
+        missing = first_missing_image(models, root)
+    except (ModelError, FileNotFoundError, KeyError) as error:
+        print(f"check_models: {error}", file=sys.stderr)
+        return 1
+    if missing:
+        print(f"check_models: reference image {missing} not found (data root {root}); "
+              f"pass --data DIR or set {ENV} to the folder holding cnmc/ and brain_mri/", file=sys.stderr)
+        return 1
     ok = True
     for model in models:
         try:
-            ok &= check(model)
+            ok &= check(model, root)
         except (ModelError, FileNotFoundError, KeyError) as error:
             print(f"check_models: {error}", file=sys.stderr)
             ok = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,12 +19,9 @@ import numpy as np
 
 from edge.interpreter import make_interpreter, output_details, input_details, scores
 from edge.metadata import sha256_of, write_metadata
-from train.arrays import cached_arrays
-from train.crossval import per_group_calls
+from train.data_root import PATHS_NOTE, data_root, relative_to_root
 from train.datasets import Sample
-from train.metrics import evaluate
-from train.report import metrics_table
-from train.splits import load_split
+from train.extra import missing_train_extra
 
 REFERENCE_EVERY = 10  # cross-validated models: the shipped model's scores on every 10th image, for check_models
 
@@ -43,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="largest allowed drop of int8 accuracy below float32, in percentage points")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="runs/cache", help="folder for preprocessed arrays (one .npz per spec)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="data root the run's split paths are relative to (default: $EDGE_DATA, else shared/data beside the checkout)")
     return parser.parse_args(argv)
 
 
@@ -58,6 +56,8 @@ def tensor_summary(details: dict) -> dict:
 
 def _arrays(split: dict, spec: dict, cache: str | None):
     """-> (samples, x, y, fold (-1 when none), subset) for every image of the split (cached)."""
+    from train.arrays import cached_arrays
+
     rows = split["samples"]
     samples, x, y, _ = cached_arrays([Sample(r["path"], r["label"], r.get("patient")) for r in rows], spec, cache)
     fold_of_path = {r["path"]: r.get("fold", -1) for r in rows}
@@ -109,6 +109,12 @@ def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> di
 
 
 def convert(args: argparse.Namespace) -> bool:
+    from train.crossval import per_group_calls
+    from train.metrics import evaluate
+    from train.report import metrics_table
+    from train.splits import load_split, save_split
+
+    root = data_root(args.data)
     run = Path(args.run)
     model_path = run if run.suffix == ".keras" else run / "model.keras"
     run = model_path.parent
@@ -116,7 +122,7 @@ def convert(args: argparse.Namespace) -> bool:
         if not needed.is_file():
             raise FileNotFoundError(f"{needed}: not found (expected an edge-train run folder)")
     config = json.loads((run / "config.json").read_text())
-    split = load_split(run / "split.json")
+    split = load_split(run / "split.json", root)
     task, labels, spec, threshold = config["task"], config["labels"], config["preprocessing"], config["threshold"]
     cross_validated = "cv" in config
     name = args.name or task
@@ -172,7 +178,7 @@ def convert(args: argparse.Namespace) -> bool:
         training["recipe"] = config["recipe"]
         training["cv"] = config["cv"]
     split_copy = out / f"{name}_split.json"
-    shutil.copyfile(run / "split.json", split_copy)
+    save_split(split, split_copy, root)
     training["split_file"] = split_copy.name
     metadata = {}
     for file in files:
@@ -192,7 +198,8 @@ def convert(args: argparse.Namespace) -> bool:
         "int8_accuracy_drop_pp": (metrics["float32"]["accuracy"] - metrics["int8"]["accuracy"]) * 100,
         "int8_weighted_f1_drop_pp": (metrics["float32"]["weighted_f1"] - metrics["int8"]["weighted_f1"]) * 100,
         "int8_size_ratio": size_ratio, "passed": passed, "files": files,
-        "reference_scores": {"held_out": not cross_validated, "paths": [samples[i].path for i in reference],
+        "reference_scores": {"held_out": not cross_validated, "image_paths": PATHS_NOTE,
+                             "paths": [relative_to_root(samples[i].path, root) for i in reference],
                              "labels": y[reference].tolist(),
                              **{k: [round(float(v), 6) for v in shipped[k]] for k in shipped}},
         "converted_with": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
@@ -215,6 +222,8 @@ def convert(args: argparse.Namespace) -> bool:
 
 
 def verification_markdown(v: dict) -> str:
+    from train.report import metrics_table
+
     files = "\n".join(f"| `{f['file']}` | {f['precision']} | {f['size_bytes']:,} | `{f['sha256']}` |" for f in v["files"])
     return f"""# {v['name']}: conversion verification
 
@@ -238,12 +247,13 @@ Python {v['converted_with']['python']} on {v['converted_with']['machine']}.
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        from convert.tflite import ConversionError
-    except ImportError as error:
-        print(f"edge-convert: needs the train extra (pip install '.[train]'): {error}", file=sys.stderr)
+    missing = missing_train_extra("edge-convert")
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
+    args = parse_args(argv)
+    from convert.tflite import ConversionError
+
     try:
         return 0 if convert(args) else 1
     except (FileNotFoundError, ValueError, ConversionError) as error:

@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATA = Path(os.environ.get("EDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from train.data_root import data_root
+
+SHARED_DATA = data_root()  # $EDGE_DATA, else $EDGE_SHARED_DATA (its older name), else shared/data beside the checkout
 
 
 def shared_data(*parts: str) -> Path:
     """Path under ../shared/data; the calling test is skipped with a reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not found at {path} (set EDGE_SHARED_DATA or place shared/ beside the checkout)")
+        pytest.skip(f"real data not found at {path} (set EDGE_DATA or place shared/ beside the checkout)")
     return path
 
 

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def tiny_run(tmp_path_factory):
 def converted(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
     code = convert_main([str(tiny_run), "--out", str(out), "--calibration", "10", "--float16", "--dynamic",
-                         "--tolerance", "100"])
+                         "--tolerance", "100", "--data", str(tiny_run.parent)])
     assert code == 0
     return out
 
@@ -57,6 +58,20 @@ def test_every_variant_written_with_metadata_that_round_trips(converted):
     assert set(verification["metrics"]) == {"keras", "float32", "int8", "float16", "dynamic"}
     assert 0.0 <= verification["agreement"] <= 1.0
     assert "Not a medical device" in (converted / "leukemia_MODEL_CARD.md").read_text()
+
+
+def test_converted_artefacts_name_images_relative_to_the_data_root(converted, tiny_run, tmp_path, capsys):
+    from convert.check_models import main as check_main
+
+    paths = json.loads((converted / "leukemia_verification.json").read_text())["reference_scores"]["paths"]
+    assert paths and all(p.startswith("cnmc/") for p in paths)
+    split = json.loads((converted / "leukemia_split.json").read_text())
+    assert all(r["path"].startswith("cnmc/") for r in split["samples"])
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tiny_run.parent / "cnmc", elsewhere / "cnmc")
+    assert check_main([str(converted), "--data", str(elsewhere)]) == 0
+    assert capsys.readouterr().out.count("matches the verification") == 2
+    assert check_main([str(converted), "--data", str(tmp_path / "absent")]) == 1
 
 
 def test_tampered_model_is_refused(converted, tmp_path):

@@ -16,11 +16,8 @@ import numpy as np
 
 from edge.labels import labels_for
 from edge.preprocess import default_spec
-from train.arrays import load_arrays
 from train.datasets import find_brain_images, find_cnmc_images
-from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
-from train.report import write_report
-from train.splits import load_split, make_split, save_split, subset_samples
+from train.extra import missing_train_extra
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def prepare_data(args: argparse.Namespace, spec: dict):
     """-> split dict and {subset: (x, y)} of preprocessed arrays."""
+    from train.arrays import load_arrays
+    from train.splits import load_split, make_split, subset_samples
+
     if args.split:
         split = load_split(args.split)
         samples = [s for name in ("train", "val", "test") for s in subset_samples(split, name)]
@@ -93,6 +93,10 @@ def per_group(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: 
 
 
 def train(args: argparse.Namespace) -> dict:
+    from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
+    from train.report import write_report
+    from train.splits import save_split
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = labels_for(args.task)
@@ -177,6 +181,10 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
+    missing = missing_train_extra("edge-train")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     args = parse_args(argv)
     if args.tta and (args.cv is None or args.task != "brain"):
         print("edge-train: --tta is for --cv brain runs (cells gained nothing from it; see the README)", file=sys.stderr)

@@ -16,7 +16,7 @@ from train.arrays import cached_arrays
 from train.crossval import choose_epoch, group_folds, run_folds, save_json, summarize
 from train.datasets import find_brain_images, find_cnmc_images
 from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
-from train.splits import DUPLICATE_DISTANCE, brain_groups
+from train.splits import DUPLICATE_DISTANCE, brain_groups, save_split
 from train.splits import summarize as summarize_split
 
 
@@ -47,7 +47,7 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     rows = [dict(asdict(s), group=str(g), subset="train", fold=int(f)) for s, g, f in zip(kept, groups, fold_of)]
     split = {"task": args.task, "seed": args.seed, "grouped_by": grouped_by, "folds": args.cv,
              "summary": summarize_split(rows), "samples": rows}
-    (out / "split.json").write_text(json.dumps(split, indent=1))
+    save_split(split, out / "split.json")
     print(f"{len(kept)} images of {len(set(groups))} {grouped_by.split(' (')[0]} in {args.cv} folds", flush=True)
 
     recipe = recipe_from(args, spec)

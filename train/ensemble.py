@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -15,8 +14,10 @@ import numpy as np
 from edge.labels import labels_for
 from train.arrays import cached_arrays
 from train.crossval import save_json, summarize
+from train.data_root import relative_to_root
 from train.datasets import Sample
 from train.metrics import THRESHOLD_POLICY, choose_threshold
+from train.splits import load_split, save_split
 
 
 def average_models(models: list, input_shape: tuple[int, ...]):
@@ -37,7 +38,7 @@ def load_members(runs: list[Path]) -> list[dict]:
         cv = json.loads((run / "cv.json").read_text())
         members.append({"run": run, "cv": cv, "y": stored["y"], "fold_of": stored["fold_of"],
                         "scores": stored["scores"][cv["epoch"] - 1],
-                        "paths": [r["path"] for r in json.loads((run / "split.json").read_text())["samples"]]})
+                        "paths": [relative_to_root(r["path"]) for r in load_split(run / "split.json")["samples"]]})
     first = members[0]
     for member in members[1:]:
         if member["cv"]["recipe"]["preprocessing"] != first["cv"]["recipe"]["preprocessing"]:
@@ -59,8 +60,8 @@ def train_ensemble(args: argparse.Namespace) -> dict:
     members = load_members([Path(run) for run in args.ensemble])
     first = members[0]
     labels = labels_for(args.task)
-    split = json.loads((first["run"] / "split.json").read_text())
-    shutil.copyfile(first["run"] / "split.json", out / "split.json")
+    split = load_split(first["run"] / "split.json")
+    save_split(split, out / "split.json")
     y, fold_of = first["y"], first["fold_of"]
     groups = np.array([r["group"] for r in split["samples"]])
     scores = np.mean([m["scores"] for m in members], axis=0)

@@ -17,6 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
+from train.data_root import PATHS_NOTE, relative_to_root, resolve
 from train.datasets import Sample
 
 HASH_SIZE = 16
@@ -113,9 +114,15 @@ def subset_samples(split: dict, name: str) -> list[Sample]:
     return [Sample(r["path"], r["label"], r.get("patient")) for r in split["samples"] if r["subset"] == name]
 
 
-def save_split(split: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(split, indent=1))
+def save_split(split: dict, path: str | Path, root: str | Path | None = None) -> None:
+    """Writes the split with its image paths relative to the data root (see train/data_root.py)."""
+    rows = [{**r, "path": relative_to_root(r["path"], root)} for r in split["samples"]]
+    saved = {**{k: v for k, v in split.items() if k != "samples"}, "image_paths": PATHS_NOTE, "samples": rows}
+    Path(path).write_text(json.dumps(saved, indent=1))
 
 
-def load_split(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+def load_split(path: str | Path, root: str | Path | None = None) -> dict:
+    """The split with its image paths resolved against the data root."""
+    split = json.loads(Path(path).read_text())
+    split["samples"] = [{**r, "path": resolve(r["path"], root)} for r in split["samples"]]
+    return split
