@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from edge.interpreter import make_interpreter, scores
+from edge.classifier import Classifier
+from edge.images import ImageError
 from edge.metadata import ModelError, read_metadata
-from train.arrays import load_arrays
 from train.data_root import ENV, data_root, resolve
 from train.metrics import evaluate
-from train.datasets import Sample
 
 
 def reference_of(model_path: Path, root: Path) -> dict:
@@ -39,19 +37,19 @@ def first_missing_image(models: list[Path], root: Path) -> str | None:
 
 
 def check(model_path: Path, root: Path | None = None) -> bool:
-    """Re-score the images of the model's verification and compare with the recorded scores; for a
-    model verified on a held-out test split, also re-evaluate its metrics."""
+    """Re-score the images of the model's verification through the device pipeline (decode,
+    preprocess, quantize, invoke, dequantize) and compare with the recorded scores; for a model
+    verified on a held-out test split, also re-evaluate its metrics."""
     metadata = read_metadata(model_path)
-    interpreter, runtime = make_interpreter(model_path)
-    precision = metadata["precision"]
     reference = reference_of(model_path, data_root(root))
-    samples = [Sample(p, label) for p, label in zip(reference["paths"], reference["labels"])]
-    _, x, y, _ = load_arrays(samples, metadata["preprocessing"])
-    started = time.perf_counter()
-    measured = scores(interpreter, x)
-    per_image_ms = (time.perf_counter() - started) * 1000 / len(x)
-    same = bool(np.allclose(measured, reference[precision], atol=1e-4))  # float kernels differ by CPU
-    line = f"{model_path.name:26s} {runtime:15s} n={len(x):4d}  {per_image_ms:.2f} ms/image  "
+    with Classifier(model_path, check_quality=False) as classifier:
+        results = [classifier.classify(path) for path in reference["paths"]]
+        runtime = classifier.runtime
+    measured = np.array([r.probabilities[classifier.labels[1]] for r in results], dtype=np.float32)
+    y = np.array(reference["labels"])
+    per_image_ms = float(np.median([r.latency_ms for r in results]))
+    same = bool(np.allclose(measured, reference[metadata["precision"]], atol=1e-4))  # float kernels differ by CPU
+    line = f"{model_path.name:26s} {runtime:15s} n={len(results):4d}  median {per_image_ms:.2f} ms/image (pipeline)  "
     if reference["held_out"]:
         metrics = evaluate(y, measured, metadata["threshold"], tuple(metadata["labels"]))
         same &= all(abs(metrics[k] - metadata["metrics"][k]) < 1e-9 for k in ("accuracy", "weighted_f1"))
@@ -89,7 +87,7 @@ def main(argv=None) -> int:
     for model in models:
         try:
             ok &= check(model, root)
-        except (ModelError, FileNotFoundError, KeyError) as error:
+        except (ModelError, ImageError, FileNotFoundError, KeyError) as error:
             print(f"check_models: {error}", file=sys.stderr)
             ok = False
     return 0 if ok else 1
