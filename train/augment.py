@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 from skimage.color import hed2rgb, rgb2hed
+from skimage.filters import gaussian
 
 from edge.preprocess import CELL_THRESHOLD
 
 HED_SCALE = 0.05  # each stain's concentration scaled by U(1-s, 1+s) ...
 HED_SHIFT = 0.01  # ... and shifted by U(-t, t), per image and stain
 GAMMA_RANGE = (0.8, 1.25)
+BLUR_SIGMA = (0.0, 1.2)  # Gaussian sigma in pixels, per image: a camera a little out of focus
 
 
 def stain_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -23,3 +25,11 @@ def stain_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     jittered = np.clip(hed2rgb(hed * scale + shift), 0, 1)
     gamma = rng.uniform(*GAMMA_RANGE, (count, 1, 1, 1))
     return np.where(foreground, jittered**gamma, 0).astype(np.float32)
+
+
+def stain_blur_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """stain_jitter, then each image blurred by a Gaussian of sigma U(BLUR_SIGMA)."""
+    jittered = stain_jitter(images, rng)
+    sigmas = rng.uniform(*BLUR_SIGMA, len(images))
+    return np.stack([gaussian(image, sigma=sigma, channel_axis=-1, preserve_range=True) if sigma > 0.3 else image
+                     for image, sigma in zip(jittered, sigmas)]).astype(np.float32)

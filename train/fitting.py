@@ -20,11 +20,13 @@ def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
     dataset = (tf.data.Dataset.from_tensor_slices((x, y.astype("float32")))
                .shuffle(len(x), seed=recipe["seed"], reshuffle_each_iteration=True)
                .batch(recipe["batch_size"]))
-    if recipe["augment"] == "stain":
-        from train.augment import stain_jitter
+    if recipe["augment"] in ("stain", "stain_blur"):
+        from train.augment import stain_blur_jitter, stain_jitter
+
+        jitter_images = stain_jitter if recipe["augment"] == "stain" else stain_blur_jitter
 
         def jitter(images):
-            return stain_jitter(images, rng)
+            return jitter_images(images, rng)
 
         def with_stain(images, labels):
             jittered = tf.numpy_function(jitter, [images], tf.float32, stateful=True)
