@@ -6,8 +6,10 @@
 Measures interpreter init, first inference, then interleaved timed invokes (mean, std, min, p50,
 p90, p99, max, throughput) for each thread count; the end-to-end time per image (decode,
 preprocess, inference) and accuracy, weighted F1, sensitivity, specificity and float/int8
-agreement on a labelled folder (--data); file size, MACs and the peak memory of a process that
-loads and runs each model. No TensorFlow: runs where edge-classify runs. Accuracy figures need
+agreement on a labelled folder (--data); file size, MACs, achieved GMAC/s against an estimated
+peak (benchmarks/macs.py: instruction-set arithmetic, not measured) and the peak memory of a
+process that loads and runs each model. The JSON and both reports name the CPU (model and SIMD
+extensions, benchmarks/machine.py). No TensorFlow: runs where edge-classify runs. Accuracy figures need
 scikit-learn, --plot needs matplotlib. Exit status: 0, or 2 for a usage, model or data error.
 """
 from __future__ import annotations
@@ -31,8 +33,9 @@ from edge.metadata import ModelError, read_metadata
 from edge.model_store import resolve_model
 
 from benchmarks import accuracy, footprint, latency, macs, report
+from benchmarks.machine import cpu_description
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: machine.cpu is the CPU's model and SIMD; the estimated peak moved to machine.peak_estimate
 RANDOM_INPUTS = 8  # inputs cycled through the timed runs when there is no --data
 PRECISION_SUFFIXES = ("_int8", "_float16", "_dynamic")
 RUNTIME_PACKAGES = {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tensorflow": "tensorflow"}
@@ -235,7 +238,8 @@ def run(args) -> tuple[dict, dict]:
         "schema_version": SCHEMA_VERSION, "tool": "benchmark",
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": args.command,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu": peak,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_description(),
+                    "peak_estimate": peak,
                     "load_average_before": list(load_before), "load_average_after": list(os.getloadavg())},
         "runtime": runtime_name, "runtime_version": runtime_version(runtime_name), "threads": threads,
         "runs": args.runs, "warmup": args.warmup, "data": on_data["data"] if on_data else None,

@@ -27,9 +27,11 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import cpu_description, one_line
 from edge.interpreter import make_interpreter
 
 COUNTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+ESTIMATE = "estimated, not measured: cores x clock x the MACs per cycle the instruction set allows (lscpu)"
 
 
 def count_macs(model_path: str | os.PathLike, runtime: str | None = None) -> dict:
@@ -98,7 +100,7 @@ def cpu_peak() -> dict:
         int8_factor, int8_how = 1, "no int8 dot product and one vector-integer multiply pipe: x1"
     ghz = mhz / 1000 if mhz else None
     return {
-        "model_name": info.get("Model name"), "cores": cores, "ghz": ghz, "isa": isa,
+        "what": ESTIMATE, "model_name": info.get("Model name"), "cores": cores, "ghz": ghz, "isa": isa,
         "fp32_macs_per_cycle_per_core": fp32_per_cycle, "int8_macs_per_cycle_per_core": fp32_per_cycle * int8_factor,
         "peak_fp32_gmacs": cores * ghz * fp32_per_cycle if ghz else None,
         "peak_int8_gmacs": cores * ghz * fp32_per_cycle * int8_factor if ghz else None,
@@ -137,8 +139,8 @@ def main(argv=None) -> int:
         parts = ", ".join(f"{name} {value / 1e6:.1f} M" for name, value in macs["by_op"].items())
         print(f"{path}: {macs['total'] / 1e6:.1f} M MACs per inference ({parts}); ops {macs['ops']}")
     peak = cpu_peak()
-    print(f"CPU: {peak['model_name']}; {peak['how']}")
-    print(f"peak: fp32 {peak['peak_fp32_gmacs'] or float('nan'):.1f} GMAC/s, "
+    print(f"CPU: {one_line(cpu_description())}; {peak['how']}")
+    print(f"estimated peak ({ESTIMATE}): fp32 {peak['peak_fp32_gmacs'] or float('nan'):.1f} GMAC/s, "
           f"int8 {peak['peak_int8_gmacs'] or float('nan'):.1f} GMAC/s")
     print(f"numpy float32 1024x1024 matrix product: {numpy_sgemm_gmacs():.1f} GMAC/s")
     return 0

@@ -32,6 +32,7 @@ from edge.preprocess import preprocess
 from benchmarks import accuracy, latency, macs
 from benchmarks.cli import UsageError, find_baseline, find_model, json_ready, load_samples
 from benchmarks.footprint import PACKAGE_ROOT
+from benchmarks.machine import cpu_description, one_line
 from benchmarks.progress import progress
 
 ROUND = 10  # invokes per engine per round
@@ -141,7 +142,7 @@ def measure(chosen: list[tuple], inputs_file: str, threads: int, runs: int, warm
 def table(results: list[dict], model_macs: int, peak: dict) -> list[str]:
     has_metrics = any(r.get("metrics") for r in results)
     header = ["engine", "version", "threads", "init ms", "first ms", "p50 ms", "mean ± std ms", "p90 ms", "p99 ms",
-              "images/s", "GMAC/s (% of peak)", "engine + model RSS MB"]
+              "images/s", "GMAC/s (% of estimated peak)", "engine + model RSS MB"]
     if has_metrics:
         header += ["accuracy", "agreement with litert float32"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -195,7 +196,7 @@ def run(args, argv) -> int:
     inputs, labels = prepare_inputs(args, float_metadata, float_path)
     chosen, notes = engines(args, float_path, int8_path)
     model_macs = macs.count_macs(float_path)["total"]
-    peak = macs.cpu_peak()
+    peak, cpu = macs.cpu_peak(), cpu_description()
     results, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         inputs_file = os.path.join(folder, "inputs.npy")
@@ -215,8 +216,9 @@ def run(args, argv) -> int:
              f"{len(inputs)} inputs ({'images of ' + args.data if args.data else 'random'}"
              f"{', ' + args.split + ' split' if args.split else ''}); {args.runs} timed runs per engine in rounds of "
              f"{ROUND}, after {args.warmup} warm-up; {model_macs / 1e6:.1f} M MACs per inference; "
-             f"peak {peak['peak_fp32_gmacs'] or math.nan:.1f} GMAC/s fp32 / {peak['peak_int8_gmacs'] or math.nan:.1f} int8 "
-             f"({peak['how']}); "
+             f"CPU: {one_line(cpu)}; "
+             f"estimated peak {peak['peak_fp32_gmacs'] or math.nan:.1f} GMAC/s fp32 / {peak['peak_int8_gmacs'] or math.nan:.1f} int8 "
+             f"({peak['what']}; {peak['how']}); "
              f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}. "
              "GMAC/s from the p50; engine + model RSS: peak resident memory after the inputs were loaded.", ""]
     lines += table(results, model_macs, peak) + [""] + [f"- {note}" for note in notes]
@@ -226,8 +228,8 @@ def run(args, argv) -> int:
     if args.json:
         for r in results:
             r.pop("scores")
-        document = {"schema_version": 1, "command": lines[0].strip("`"), "inputs": len(inputs), "macs": model_macs,
-                    "cpu": peak, "results": results, "notes": notes}
+        document = {"schema_version": 2, "command": lines[0].strip("`"), "inputs": len(inputs), "macs": model_macs,
+                    "cpu": cpu, "peak_estimate": peak, "results": results, "notes": notes}
         Path(args.json).write_text(json.dumps(json_ready(document), indent=2, allow_nan=False) + "\n")
     return 0
 

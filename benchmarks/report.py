@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from benchmarks.machine import one_line
+
 
 def _number(value, digits: int = 2, suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -30,7 +32,7 @@ def rows(result: dict) -> list[tuple[str, list[str]]]:
             (f"invoke min/p50/p90/p99/max, {tag}",
              ["/".join(_number(r["latency_ms"][k]) for k in ("min", "p50", "p90", "p99", "max")) for r in runs]),
             (f"throughput (images/s), {tag}", [_number(r["throughput_ips"], 1) for r in runs]),
-            (f"GMAC/s (% of peak), {tag}",
+            (f"GMAC/s (% of estimated peak), {tag}",
              [f"{_number(r['gmacs_per_s'], 1)} ({_number(100 * r['peak_fraction'] if r['peak_fraction'] else None, 0)}%)"
               for r in runs]),
         ]
@@ -75,26 +77,35 @@ def _header(result: dict) -> str:
             f"{result['warmup']} warm-up, interleaved; {where}")
 
 
+def cpu_line(result: dict) -> str:
+    return f"CPU: {one_line(result['machine']['cpu'])}"
+
+
+def peak_line(result: dict) -> str:
+    peak = result["machine"]["peak_estimate"]
+    return (f"estimated peak {_number(peak['peak_fp32_gmacs'], 1)} GMAC/s fp32, {_number(peak['peak_int8_gmacs'], 1)} "
+            f"int8 ({peak['what']}; {peak['how']})")
+
+
 def text_table(result: dict) -> str:
     table = rows(result)
     names = [m["name"] for m in result["models"]]
     width = max(len(label) for label, _ in table)
     cells = [max(len(name), *(len(values[i]) for _, values in table)) for i, name in enumerate(names)]
-    lines = [_header(result), "", " " * width + "  " + "  ".join(n.rjust(w) for n, w in zip(names, cells))]
+    lines = [_header(result), cpu_line(result), "", " " * width + "  " + "  ".join(n.rjust(w) for n, w in zip(names, cells))]
     lines += [label.ljust(width) + "  " + "  ".join(v.rjust(w) for v, w in zip(values, cells)) for label, values in table]
     return "\n".join(lines + [""] + summary_lines(result))
 
 
 def markdown(result: dict) -> str:
     names = [m["name"] for m in result["models"]]
-    cpu = result["machine"]["cpu"]
     lines = [f"# Benchmark: {' vs '.join(names)}", "",
              f"`{result['command']}`", "",
              f"{_header(result)}.", "",
-             f"Machine: {cpu['model_name']}, {result['machine']['platform']}, Python {result['machine']['python']}; "
-             f"peak {_number(cpu['peak_fp32_gmacs'], 1)} GMAC/s fp32, {_number(cpu['peak_int8_gmacs'], 1)} int8 "
-             f"({cpu['how']}). Load average (1 min) before / after: "
+             f"{cpu_line(result)}; {result['machine']['platform']}, Python {result['machine']['python']}. "
+             f"Load average (1 min) before / after: "
              f"{result['machine']['load_average_before'][0]:.2f} / {result['machine']['load_average_after'][0]:.2f}.", "",
+             f"\"% of estimated peak\" is against the {peak_line(result)}.", "",
              "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows(result)]
     lines += [""] + [f"- {line}" for line in summary_lines(result)]

@@ -1,6 +1,7 @@
-"""Build the offline bundle for a device: one .tar.gz with the project's wheel, the wheels of every
-dependency for the device's platform, the shipped models, install.sh, the systemd unit and a SHA-256
-manifest that install.sh verifies before it installs anything.
+"""Build the offline bundle for a device: one .tar.gz with the project's wheel (which carries the
+shipped int8 models and their metadata, once: there is no separate copy), the wheels of every
+dependency for the device's platform, install.sh, the systemd unit and a SHA-256 manifest that
+install.sh verifies before it installs anything.
 
     python deploy/build_bundle.py                                  # Raspberry Pi OS Bookworm 64-bit
     python deploy/build_bundle.py --runtime tflite-runtime --extras camera
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -187,12 +189,9 @@ def build(args) -> Path:
         lines = requirements(args, version)
         download_wheels(args, project_wheel, lines, bundle / "wheels")
 
-        (bundle / "models").mkdir()
-        models = sorted(p for p in (ROOT / "models").iterdir() if p.suffix in (".tflite", ".json", ".md"))
-        if not any(p.suffix == ".tflite" for p in models):
-            raise BuildError(f"no .tflite models in {ROOT / 'models'}")
-        for path in models:
-            shutil.copy2(path, bundle / "models" / path.name)
+        with zipfile.ZipFile(project_wheel) as wheel:
+            if not any(n.startswith("models/") and n.endswith(".tflite") for n in wheel.namelist()):
+                raise BuildError(f"{project_wheel.name} carries no models/*.tflite")
         for target, source in FILES.items():
             (bundle / target).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / source, bundle / target)

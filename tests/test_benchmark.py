@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import accuracy, latency, macs
+from benchmarks import accuracy, latency, machine, macs
 from benchmarks.cli import find_model, main
 from conftest import save_brain_layout, save_cnmc_flat, save_cnmc_official
 from edge.classifier import Classifier
@@ -55,7 +55,7 @@ def test_json_schema_is_stable(run):
     result = run["json"]
     for key, kind in TOP_KEYS.items():
         assert isinstance(result[key], kind), key
-    assert result["schema_version"] == 1 and result["runtime"] in ("ai-edge-litert", "tflite-runtime")
+    assert result["schema_version"] == 2 and result["runtime"] in ("ai-edge-litert", "tflite-runtime")
     assert [m["precision"] for m in result["models"]] == ["int8", "float32"]
     assert [m["name"] for m in result["models"]] == ["leukemia_int8", "leukemia_float32"]
     for model in result["models"]:
@@ -66,7 +66,8 @@ def test_json_schema_is_stable(run):
         assert set(model["end_to_end_parts_ms"]) == {"decode", "preprocess", "inference"}
         assert [run_["threads"] for run_ in model["by_threads"]] == THREADS
         assert model["size_bytes"] == Path(model["path"]).stat().st_size
-    assert {"cores", "ghz", "peak_fp32_gmacs", "peak_int8_gmacs", "how"} <= set(result["machine"]["cpu"])
+    assert {"what", "cores", "ghz", "peak_fp32_gmacs", "peak_int8_gmacs", "how"} <= set(result["machine"]["peak_estimate"])
+    assert result["machine"]["peak_estimate"]["what"].startswith("estimated, not measured")
     assert [entry["threads"] for entry in result["comparison"]["latency_p50_ratio"]] == THREADS
 
 
@@ -133,6 +134,40 @@ def test_table_markdown_and_plot_are_written(run):
     assert markdown.startswith("# Benchmark: leukemia_int8 vs leukemia_float32")
     assert "| accuracy |" in markdown and "benchmark --model leukemia_int8.tflite" in markdown
     assert (run["out"] / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_name_their_cpu(run):
+    """The JSON, the printed table and the Markdown carry the CPU model and its SIMD extensions."""
+    cpu = run["json"]["machine"]["cpu"]
+    assert set(cpu) == {"model", "cores", "simd", "machine"}
+    assert cpu == machine.cpu_description()  # the machine the test runs on
+    assert isinstance(cpu["model"], str) and cpu["model"] and cpu["cores"] >= 1
+    assert isinstance(cpu["simd"], list) and set(cpu["simd"]) <= set(machine.X86_SIMD + machine.ARM_SIMD)
+    line = f"CPU: {machine.one_line(cpu)}"
+    assert cpu["model"] in line and all(flag in line for flag in cpu["simd"])
+    assert line in run["stdout"].splitlines()
+    markdown = (run["out"] / "b.md").read_text()
+    assert line in markdown and "% of estimated peak" in markdown and "estimated, not measured" in markdown
+
+
+def test_cpu_description_reads_model_and_simd_flags(tmp_path, monkeypatch):
+    xeon = tmp_path / "xeon"
+    xeon.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 167\n"
+                    "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx fma avx2 avx512f avx512bw "
+                    "avx_vnni avx512_bf16 avx512_vnni amx_bf16 amx_int8\n\nprocessor\t: 1\nmodel name\t: other\n")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    assert machine.cpu_description(str(xeon))["model"] == "Intel(R) Xeon(R) Processor"
+    assert machine.cpu_description(str(xeon))["simd"] == ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
+                                                          "avx512_bf16", "amx_int8"]
+    pi5 = tmp_path / "pi5"
+    pi5.write_text("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+                   "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU part\t: 0xd0b\n\n"
+                   "Model\t\t: Raspberry Pi 5 Model B Rev 1.0\n")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine, "_lscpu_model", lambda: "Cortex-A76")
+    pi = machine.cpu_description(str(pi5))
+    assert pi["model"] == "Cortex-A76 (Raspberry Pi 5 Model B Rev 1.0)" and pi["simd"] == ["asimd", "asimddp"]
+    assert pi["machine"] == "aarch64"
 
 
 def _only_model(folder: Path, name: str = "leukemia_int8") -> Path:

@@ -166,12 +166,15 @@ def test_bundle_contents(archive, bundle):
     assert (bundle / "requirements.txt").read_text().splitlines()[0] == f"edge-medical[edge]=={info['version']}"
     wheels = {p.name.split("-")[0].lower() for p in (bundle / "wheels").glob("*.whl")}
     assert {"edge_medical", "numpy", "pillow", "ai_edge_litert"} <= wheels
-    shipped = sorted(p.name for p in (ROOT / "models").iterdir() if p.suffix in (".tflite", ".json", ".md"))
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == shipped
-    for name in shipped:
-        assert (bundle / "models" / name).read_bytes() == (ROOT / "models" / name).read_bytes()
+    # the models travel once, inside the project wheel: int8 and metadata, no float32
+    assert not (bundle / "models").exists()
     project_wheel = next((bundle / "wheels").glob("edge_medical-*.whl"))
-    assert "models/leukemia_int8.tflite" in zipfile.ZipFile(project_wheel).namelist()
+    with zipfile.ZipFile(project_wheel) as wheel:
+        names = set(wheel.namelist())
+        for model in ("leukemia_int8", "brain_int8"):
+            for suffix in (".tflite", ".json"):
+                assert wheel.read(f"models/{model}{suffix}") == (ROOT / "models" / f"{model}{suffix}").read_bytes()
+    assert not [name for name in names if "float32" in name]
     # the manifest lists every other file with its SHA-256, in sha256sum's format
     listed = {}
     for line in (bundle / "SHA256SUMS").read_text().splitlines():
@@ -189,7 +192,7 @@ def test_verify_only_accepts_the_intact_bundle(bundle):
     assert "files match SHA256SUMS" in done.stdout
 
 
-@pytest.mark.parametrize("victim", ["wheels/numpy", "models/leukemia_int8.tflite", "requirements.txt"])
+@pytest.mark.parametrize("victim", ["wheels/numpy", "wheels/edge_medical", "requirements.txt"])
 def test_tampered_file_is_refused(bundle, tmp_path, victim):
     copy = tampered_copy(bundle, tmp_path)
     path = next(copy.glob(victim + "*"))
