@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.interpreter import RUNTIMES, RuntimeUnavailable, interpreter_class
+from edge.args import positive_int, thread_count, unwritable_file
 from edge.metadata import ModelError, read_metadata
 from edge.model_store import resolve_model
 
@@ -45,13 +46,6 @@ class UsageError(ValueError):
     """A bad combination of arguments or an unusable data folder; the message is one line."""
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,10 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", help="labelled folder: brain yes/ and no/, or C-NMC all/ and hem/ (flat or official)")
     parser.add_argument("--split", choices=("train", "val", "test"),
                         help="only the images of this subset of the model's <task>_split.json (needs --data)")
-    parser.add_argument("--limit", type=_positive, help="at most this many images of --data, spread over the list")
-    parser.add_argument("--runs", type=_positive, default=200, help="timed invokes per model and thread count")
+    parser.add_argument("--limit", type=positive_int, help="at most this many images of --data, spread over the list")
+    parser.add_argument("--runs", type=positive_int, default=200, help="timed invokes per model and thread count")
     parser.add_argument("--warmup", type=int, default=20, help="untimed invokes per model before the timed ones")
-    parser.add_argument("--threads", type=_positive, nargs="+",
+    parser.add_argument("--threads", type=thread_count, nargs="+",
                         help="thread counts to sweep (default: 1 and all cores); the first is used for --data")
     parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime (default: the first available)")
     parser.add_argument("--json", metavar="OUT", help="write every figure as JSON")
@@ -145,8 +139,9 @@ def check_arguments(args, metadatas: list[dict], paths: list[Path]) -> None:
     if args.data and not os.path.isdir(args.data):
         raise UsageError(f"{args.data}: data folder not found")
     for option, out in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
-        if out and not Path(out).resolve().parent.is_dir():
-            raise UsageError(f"{option} {out}: its folder does not exist")
+        problem = out and unwritable_file(out)
+        if problem:
+            raise UsageError(f"{option} {out}: {problem}")
     if args.data:
         require("sklearn", "--data (accuracy figures)")
     if args.plot:
@@ -156,8 +151,7 @@ def check_arguments(args, metadatas: list[dict], paths: list[Path]) -> None:
 def measure_on_data(args, paths: list[Path], metadatas: list[dict], threads: int) -> dict:
     """Accuracy, agreement and end-to-end time over the labelled folder, with `threads` threads."""
     samples = load_samples(args, metadatas[0]["task"], paths[0], metadatas[0])
-    images = latency.classify_images(paths, [m["preprocessing"] for m in metadatas], [s.path for s in samples],
-                                     args.runtime, threads)
+    images = latency.classify_images(paths, [s.path for s in samples], args.runtime, threads)
     if not images["used"]:
         raise UsageError(f"{args.data}: none of the {len(samples)} images could be read")
     labels = tuple(metadatas[0]["labels"])
@@ -165,7 +159,7 @@ def measure_on_data(args, paths: list[Path], metadatas: list[dict], threads: int
     thresholds = [float(m["threshold"]) for m in metadatas]
     per_model = [{"metrics": accuracy.evaluate(truth, scores, threshold, labels),
                   "end_to_end_ms": latency.summarize(timings["end_to_end"]),
-                  "end_to_end_parts_ms": {k: float(np.median(timings[k])) for k in ("decode", "preprocess", "inference")}}
+                  "end_to_end_parts_ms": {k: float(np.median(v)) for k, v in timings.items() if k != "end_to_end"}}
                  for scores, threshold, timings in zip(images["scores"], thresholds, images["timings"])]
     agreement = None
     if len(paths) == 2:
@@ -271,13 +265,18 @@ def main(argv=None) -> int:
         print(f"benchmark: {error}", file=sys.stderr)
         return 2
     print(report.text_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(report.markdown(result))
-    if args.plot:
-        report.plot(result, samples, args.plot)
-    return 0
+    outputs = [(args.json, lambda: Path(args.json).write_text(json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n")),
+               (args.markdown, lambda: Path(args.markdown).write_text(report.markdown(result))),
+               (args.plot, lambda: report.plot(result, samples, args.plot))]
+    failed = False
+    for path, write in outputs:
+        if path:
+            try:
+                write()
+            except OSError as error:  # each output on its own: one that fails loses none of the others
+                print(f"benchmark: cannot write {path} ({error.strerror or error})", file=sys.stderr)
+                failed = True
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

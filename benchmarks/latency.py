@@ -3,9 +3,9 @@
 Two passes, both numpy-only (they run on a Pi):
 - ``time_invokes``: interpreter init, first inference, warm-up, then timed bare ``invoke()`` calls,
   alternating between the models (and their order) on every run;
-- ``classify_images``: the device pipeline per image (decode, preprocess, quantize + invoke +
-  dequantize), each model in turn on the same decoded image; gives the scores for the accuracy
-  figures and the end-to-end time.
+- ``classify_images``: the device pipeline per image (decode, quality gates, preprocess, quantize,
+  invoke, dequantize, domain check: edge.classifier, what ships), each model in turn on the same
+  decoded image; gives the scores for the accuracy figures and the end-to-end time by stage.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import time
 import numpy as np
 
 from edge.images import ImageError, load_image
-from edge.interpreter import input_details, make_interpreter, quantize, run_batch
-from edge.preprocess import preprocess
+from edge.interpreter import input_details, make_interpreter, quantize
 
 from benchmarks.progress import progress
 
@@ -67,17 +66,21 @@ def time_invokes(model_paths: list, inputs: list[np.ndarray], runtime: str | Non
     return [{**result, "samples_ms": model_samples} for result, model_samples in zip(results, samples)]
 
 
-def classify_images(model_paths: list, specs: list[dict], image_paths: list[str], runtime: str | None,
-                    threads: int, keep_inputs: int = 32) -> dict:
-    """Each image decoded once, then preprocessed and run by every model (alternating the order).
+def classify_images(model_paths: list, image_paths: list[str], runtime: str | None, threads: int,
+                    keep_inputs: int = 32) -> dict:
+    """Each image decoded once, then run through every model's device pipeline (edge.classifier:
+    quality gates, preprocess, quantize, invoke, dequantize, domain check; alternating the order).
     -> {"used": indices of the decoded images, "skipped": [(path, reason)],
         "scores": per model an array of positive-class scores (one per used image),
-        "timings": per model {"decode", "preprocess", "inference", "end_to_end"} lists of ms,
+        "timings": per model {stage: list of ms} for every pipeline stage and "end_to_end",
         "inputs": per model the first keep_inputs preprocessed images (for the timed runs)}."""
-    interpreters = [make_interpreter(path, runtime, threads)[0] for path in model_paths]
+    from edge.classifier import STAGES, Classifier
+    from edge.preprocess import preprocess
+
+    classifiers = [Classifier(path, runtime=runtime, threads=threads) for path in model_paths]
     count = len(model_paths)
     scores = [[] for _ in range(count)]
-    timings = [{"decode": [], "preprocess": [], "inference": [], "end_to_end": []} for _ in range(count)]
+    timings = [{stage: [] for stage in (*STAGES, "end_to_end")} for _ in range(count)]
     inputs = [[] for _ in range(count)]
     used, skipped = [], []
     for i, path in enumerate(progress(image_paths, len(image_paths), "classifying images")):
@@ -90,17 +93,14 @@ def classify_images(model_paths: list, specs: list[dict], image_paths: list[str]
         decode_ms = _ms_since(started)
         used.append(i)
         for m in range(count) if len(used) % 2 else reversed(range(count)):
-            started = time.perf_counter()
-            model_input = preprocess(rgb, specs[m])
-            prepared = time.perf_counter()
-            score = float(run_batch(interpreters[m], model_input[None])[0, 0])
-            done = time.perf_counter()
-            scores[m].append(score)
-            preprocess_ms, inference_ms = (prepared - started) * 1000, (done - prepared) * 1000
-            for key, value in (("decode", decode_ms), ("preprocess", preprocess_ms), ("inference", inference_ms),
-                               ("end_to_end", decode_ms + preprocess_ms + inference_ms)):
-                timings[m][key].append(value)
+            result = classifiers[m].classify(rgb)
+            scores[m].append(result.probabilities[classifiers[m].labels[1]])
+            stages = {**result.timings_ms, "decode": decode_ms}
+            for stage, value in stages.items():
+                timings[m][stage].append(value)
+            timings[m]["end_to_end"].append(sum(stages.values()))
             if len(inputs[m]) < keep_inputs:
-                inputs[m].append(model_input)
+                inputs[m].append(preprocess(rgb, classifiers[m].preprocessing))
+    timings = [{stage: values for stage, values in model.items() if values} for model in timings]
     return {"used": used, "skipped": skipped, "scores": [np.array(s, dtype=np.float64) for s in scores],
             "timings": timings, "inputs": [np.stack(i) if i else None for i in inputs]}

@@ -40,9 +40,8 @@ def rows(result: dict) -> list[tuple[str, list[str]]]:
         tag = f"{result['threads'][0]} thread{'s' if result['threads'][0] > 1 else ''}"
         table += [
             (f"end to end p50 (ms), {tag}", [_number(m["end_to_end_ms"]["p50"]) for m in models]),
-            ("  decode / preprocess / inference p50", [
-                " / ".join(_number(m["end_to_end_parts_ms"][k]) for k in ("decode", "preprocess", "inference"))
-                for m in models]),
+            ("  " + " / ".join(models[0]["end_to_end_parts_ms"]) + " p50", [
+                " / ".join(_number(v) for v in m["end_to_end_parts_ms"].values()) for m in models]),
         ]
     if models[0]["metrics"]:
         for key, name in (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("sensitivity", "sensitivity"),

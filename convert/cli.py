@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.interpreter import make_interpreter, output_details, input_details, scores
+from edge.interpreter import feature_details, input_details, make_interpreter, output_details, scores_and_features
 from edge.metadata import sha256_of, write_metadata
 from train.data_root import PATHS_NOTE, data_root, relative_to_root
 from train.datasets import Sample
 from train.extra import missing_train_extra
 
+ABSTAIN_SHARE = 0.10
 REFERENCE_EVERY = 10  # cross-validated models: the shipped model's scores on every 10th image, for check_models
 
 
@@ -76,36 +77,57 @@ def _calibration(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> np.ndar
     return picked
 
 
-def _scores_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.ndarray]:
-    """Scores of every converted flatbuffer on x, with ai-edge-litert (the verification runtime)."""
+def _outputs_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(scores, pooled features) of every converted flatbuffer on x, with ai-edge-litert (the
+    verification runtime)."""
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for precision, flatbuffer in flatbuffers.items():
             path = Path(folder) / f"{precision}.tflite"
             path.write_bytes(flatbuffer)
             interpreter, _ = make_interpreter(path, runtime="ai-edge-litert")
-            results[precision] = scores(interpreter, x)
+            results[precision] = scores_and_features(interpreter, x)
     return results
 
 
-def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> dict[str, np.ndarray]:
+def _scores_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.ndarray]:
+    return {precision: outputs[0] for precision, outputs in _outputs_of(flatbuffers, x).items()}
+
+
+def _unseen_distances(flatbuffers: dict[str, bytes], x_train, y_train, x_unseen) -> dict[str, np.ndarray]:
+    """Per precision: the domain check fitted on the training images' features, applied to unseen ones."""
+    from convert.domain import fitted_check
+
+    train_outputs, unseen_outputs = _outputs_of(flatbuffers, x_train), _outputs_of(flatbuffers, x_unseen)
+    return {precision: fitted_check(train_outputs[precision][1], y_train).distances(unseen_outputs[precision][1])
+            for precision in flatbuffers}
+
+
+def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> tuple[dict, dict]:
     """Out-of-fold scores of each fold's model at the chosen epoch, as Keras and as every converted
     precision (each calibrated on its own fold's training cells): quantization measured on cells
-    none of the models saw."""
+    none of the models saw. -> (scores, out-of-domain distances of float32 and int8, each fold's
+    check fitted on its own training folds' features)."""
     import keras
 
     from convert.tflite import convert_keras
+    from train.model import with_features
 
     pooled = {name: np.full(len(y), np.nan, dtype=np.float32) for name in ["keras", *precisions]}
+    distances = {precision: np.full(len(y), np.nan) for precision in ("float32", "int8")}
     for fold, fold_model in enumerate(config["cv"]["fold_models"]):
         held = fold_of == fold
         model = keras.models.load_model(run / fold_model)
-        flatbuffers = convert_keras(model, precisions, _calibration(x[~held], y[~held], args.calibration, args.seed))
+        flatbuffers = convert_keras(with_features(model), precisions,
+                                    _calibration(x[~held], y[~held], args.calibration, args.seed))
         pooled["keras"][held] = model.predict(x[held], batch_size=256, verbose=0).ravel()
         for precision, fold_scores in _scores_of(flatbuffers, x[held]).items():
             pooled[precision][held] = fold_scores
+        checked = {p: flatbuffers[p] for p in distances}
+        for precision, fold_distances in _unseen_distances(checked, x[~held], y[~held], x[held]).items():
+            distances[precision][held] = fold_distances
         print(f"fold {fold}: converted and scored {int(held.sum())} held-out images", flush=True)
-    return pooled
+    return pooled, distances
 
 
 def convert(args: argparse.Namespace) -> bool:
@@ -131,28 +153,32 @@ def convert(args: argparse.Namespace) -> bool:
 
     import keras
 
-    import train.model  # noqa: F401 (registers the Mirror layer of test-time-augmented models)
+    from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check, flag_threshold
+    from convert.session import choose_decision_fraction
     from convert.tflite import convert_keras
+    from train.model import with_features  # (also registers the Mirror layer of test-time-augmented models)
 
     samples, x, y, fold_of, subset = _arrays(split, spec, args.cache)
     x_calibration = _calibration(x[subset == "train"], y[subset == "train"], args.calibration, args.seed)
     model = keras.models.load_model(model_path)
     precisions = ["float32", "int8"] + ["float16"] * args.float16 + ["dynamic"] * args.dynamic
     print(f"converting {model_path} ({', '.join(precisions)}), calibrating on {len(x_calibration)} images", flush=True)
-    flatbuffers = convert_keras(model, precisions, x_calibration)
+    flatbuffers = convert_keras(with_features(model), precisions, x_calibration)
     files, tensors = [], {}
     for precision, flatbuffer in flatbuffers.items():
         path = out / f"{name}_{precision}.tflite"
         path.write_bytes(flatbuffer)
         interpreter, _ = make_interpreter(path, runtime="ai-edge-litert")
-        tensors[precision] = (tensor_summary(input_details(interpreter)), tensor_summary(output_details(interpreter)))
+        tensors[precision] = (tensor_summary(input_details(interpreter)), tensor_summary(output_details(interpreter)),
+                              tensor_summary(feature_details(interpreter)))
         files.append({"file": path.name, "precision": precision, "size_bytes": path.stat().st_size,
                       "sha256": sha256_of(path)})
 
+    fit_on = subset == "train"
     if cross_validated:
         evaluated_on = (f"pooled out-of-fold scores of the {config['cv']['folds']} fold models (epoch "
                         f"{config['cv']['epoch']}), each converted and calibrated on its own training folds")
-        all_scores = _fold_scores(run, config, x, y, fold_of, precisions, args)
+        all_scores, unseen_distances = _fold_scores(run, config, x, y, fold_of, precisions, args)
         y_eval = y
         reference = np.arange(0, len(y), REFERENCE_EVERY)
         shipped = _scores_of({p: flatbuffers[p] for p in ("float32", "int8")}, x[reference])
@@ -162,6 +188,8 @@ def convert(args: argparse.Namespace) -> bool:
         y_eval = y[test]
         all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
                       **_scores_of(flatbuffers, x[test])}
+        unseen_distances = _unseen_distances({p: flatbuffers[p] for p in ("float32", "int8")}, x[fit_on], y[fit_on],
+                                             x[test])
         reference = test
         shipped = {p: all_scores[p] for p in ("float32", "int8")}
     metrics = {key: evaluate(y_eval, value, threshold, tuple(labels)) for key, value in all_scores.items()}
@@ -169,6 +197,15 @@ def convert(args: argparse.Namespace) -> bool:
     agreement = float(np.mean(predictions["float32"] == predictions["int8"]))
     passed = within_tolerance(metrics["float32"], metrics["int8"], args.tolerance)
     size_ratio = files[1]["size_bytes"] / files[0]["size_bytes"]
+    checked = ("float32", "int8")
+    train_features = _outputs_of({p: flatbuffers[p] for p in checked}, x[fit_on])
+    domain = {p: fitted_check(train_features[p][1], y[fit_on], flag_threshold(unseen_distances[p])) for p in checked}
+    group_of = {r["path"]: r["group"] for r in split["samples"]}
+    evaluated = np.arange(len(y)) if cross_validated else test
+    groups = np.array([group_of[samples[i].path] for i in evaluated])
+    sessions = {p: choose_decision_fraction(y_eval, all_scores[p], groups, threshold, tuple(labels)) for p in checked}
+    # --abstain: the band around the threshold that holds ABSTAIN_SHARE of the evaluated images
+    margins = {p: float(np.quantile(np.abs(all_scores[p] - threshold), ABSTAIN_SHARE)) for p in checked}
 
     report_config = json.loads((run / "report.json").read_text()) if (run / "report.json").is_file() else {}
     training = {"data": config["data"], "grouped_by": config["grouped_by"], "seed": config["seed"],
@@ -190,6 +227,16 @@ def convert(args: argparse.Namespace) -> bool:
             "training": training, "metrics_evaluated_on": evaluated_on, "metrics": metrics[precision],
             "keras_validation_metrics": report_config.get("validation"),
         }
+        if precision in domain:
+            metadata[precision].update({
+                "features": tensors[precision][2],
+                "domain": {**domain[precision].as_metadata(),
+                           "fitted_on": f"pooled features of the {int(fit_on.sum())} training images",
+                           "threshold_policy": f"flags {IN_DOMAIN_FLAG_RATE:.0%} of {evaluated_on}"},
+                "session": {k: sessions[precision][k] for k in ("decision_fraction", "interval", "chosen_on")},
+                "abstain_margin": margins[precision],
+                "abstain_policy": f"--abstain answers 'uncertain' within this distance of the threshold: "
+                                  f"{ABSTAIN_SHARE:.0%} of {evaluated_on}"})
         write_metadata(out / file["file"], metadata[precision])
     verification = {
         "name": name, "task": task, "evaluated_on": evaluated_on, "test_images": int(len(y_eval)),
@@ -205,10 +252,13 @@ def convert(args: argparse.Namespace) -> bool:
         "converted_with": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
                            "python": platform.python_version(), "machine": platform.machine()},
     }
+    verification["out_of_domain"] = {p: {"threshold": domain[p].threshold,
+                                         "flag_rate_unseen": float(np.mean(unseen_distances[p] > domain[p].threshold)),
+                                         "distance_median_unseen": float(np.median(unseen_distances[p]))}
+                                     for p in checked}
+    verification["session"] = sessions
     if cross_validated:
-        group_of = {r["path"]: r["group"] for r in split["samples"]}
-        verification["per_group_int8"] = per_group_calls(y, all_scores["int8"], np.array([group_of[s.path] for s in samples]),
-                                                         threshold, tuple(labels))
+        verification["per_group_int8"] = per_group_calls(y, all_scores["int8"], groups, threshold, tuple(labels))
     (out / f"{name}_verification.json").write_text(json.dumps(verification, indent=2) + "\n")
     (out / f"{name}_verification.md").write_text(verification_markdown(verification))
     from convert.model_card import model_card

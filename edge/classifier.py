@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.images import load_image
-from edge.interpreter import dequantize, input_details, make_interpreter, output_details, quantize
+from edge.interpreter import dequantize, feature_details, input_details, make_interpreter, output_details, quantize
 from edge.metadata import ModelError, load_spec
 from edge.model_store import resolve_model
 from edge.preprocess import preprocess
 from edge.quality import quality_issues
 
-STAGES = ("decode", "quality", "preprocess", "quantize", "invoke", "dequantize")
+UNCERTAIN = "uncertain"  # the label of an answer withheld by --abstain
+STAGES = ("decode", "quality", "preprocess", "quantize", "invoke", "dequantize", "domain")
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Classification:
     latency_ms: float  # every stage from the file (or the RGB array) to the result
     issues: list[str] = field(default_factory=list)  # quality-gate reasons; empty when none
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage (STAGES)
+    domain_score: float | None = None  # distance to the training features (None: the model has no check)
+    out_of_domain: bool | None = None  # domain_score above the model's threshold
 
 
 class _Stopwatch:
@@ -48,7 +51,7 @@ class _Stopwatch:
 
 class Classifier:
     def __init__(self, model: str | os.PathLike | None = None, runtime: str | None = None,
-                 threads: int | None = None, check_quality: bool = True):
+                 threads: int | None = None, check_quality: bool = True, abstain: bool = False):
         self.model_path = resolve_model(model)
         self.spec = load_spec(self.model_path)
         try:
@@ -58,10 +61,14 @@ class Classifier:
         self.spec.check_against(self.interpreter)
         self._input = input_details(self.interpreter)
         self._output = output_details(self.interpreter)
+        self._features = feature_details(self.interpreter)
         self.labels = self.spec.labels
         self.threshold = self.spec.threshold
         self.preprocessing = self.spec.preprocessing
         self.check_quality = check_quality
+        if abstain and self.spec.abstain_margin is None:
+            raise ModelError(f"{self.model_path}: --abstain needs abstain_margin in the model's metadata")
+        self.abstain = abstain
 
     def __enter__(self):
         return self
@@ -85,9 +92,11 @@ class Classifier:
         self.interpreter.allocate_tensors()
         self._input = input_details(self.interpreter)
         self._output = output_details(self.interpreter)
+        self._features = feature_details(self.interpreter)
 
-    def _scores(self, model_inputs: np.ndarray, watch: _Stopwatch) -> np.ndarray:
-        """Preprocessed float32 (n, h, w, c) images -> positive scores, one invoke, stages timed."""
+    def _scores(self, model_inputs: np.ndarray, watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None]:
+        """Preprocessed float32 (n, h, w, c) images -> (positive scores, domain distances or None),
+        one invoke, stages timed."""
         self._set_batch_size(len(model_inputs))
         self.interpreter.set_tensor(self._input["index"], quantize(model_inputs, self._input))
         watch.lap("quantize")
@@ -95,16 +104,26 @@ class Classifier:
         watch.lap("invoke")
         positives = dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)[:, 0]
         watch.lap("dequantize")
-        return positives
+        distances = None
+        if self.spec.domain is not None:
+            features = dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)
+            distances = self.spec.domain.distances(features)
+            watch.lap("domain")
+        return positives, distances
 
     def positive_scores(self, model_inputs: np.ndarray) -> np.ndarray:
         """Preprocessed float32 (n, h, w, c) images -> positive-class probabilities, one invoke."""
-        return self._scores(model_inputs, _Stopwatch())
+        return self._scores(model_inputs, _Stopwatch())[0]
 
-    def _result(self, positive: float, issues: list[str], timings: dict) -> Classification:
+    def _result(self, positive: float, distance: float | None, issues: list[str], timings: dict) -> Classification:
         label = self.labels[1] if positive >= self.threshold else self.labels[0]
         probabilities = {self.labels[0]: 1.0 - positive, self.labels[1]: positive}
-        return Classification(label, probabilities[label], probabilities, sum(timings.values()), issues, timings)
+        score = probabilities[label]
+        flagged = None if distance is None else bool(distance > self.spec.domain.threshold)
+        if self.abstain and (flagged or abs(positive - self.threshold) < self.spec.abstain_margin):
+            label = UNCERTAIN
+        return Classification(label, score, probabilities, sum(timings.values()), issues, timings,
+                              None if distance is None else float(distance), flagged)
 
     def _prepare(self, image, watch: _Stopwatch) -> tuple[np.ndarray, list[str]]:
         rgb = image if isinstance(image, np.ndarray) else load_image(image)
@@ -119,8 +138,8 @@ class Classifier:
         """A file path or an HxWx3 uint8 RGB array -> Classification (raises edge.images.ImageError)."""
         watch = _Stopwatch()
         model_input, issues = self._prepare(image, watch)
-        positive = float(self._scores(model_input[None], watch)[0])
-        return self._result(positive, issues, watch.ms)
+        positives, distances = self._scores(model_input[None], watch)
+        return self._result(float(positives[0]), None if distances is None else distances[0], issues, watch.ms)
 
     def classify_batch(self, images: list) -> list[Classification]:
         """Several paths or RGB arrays in one invoke (raises ImageError on the first unreadable one);
@@ -129,6 +148,8 @@ class Classifier:
             return []
         watch = _Stopwatch()
         prepared = [self._prepare(image, watch) for image in images]
-        positives = self._scores(np.stack([model_input for model_input, _ in prepared]), watch)
+        positives, distances = self._scores(np.stack([model_input for model_input, _ in prepared]), watch)
+        if distances is None:
+            distances = [None] * len(positives)
         share = {stage: ms / len(images) for stage, ms in watch.ms.items()}
-        return [self._result(float(p), issues, share) for p, (_, issues) in zip(positives, prepared)]
+        return [self._result(float(p), d, issues, share) for p, d, (_, issues) in zip(positives, distances, prepared)]

@@ -19,6 +19,7 @@ from edge.args import thread_count
 from edge.images import ImageError, is_image_file
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
+from edge.summary import SessionSummary
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,6 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=thread_count, help="interpreter threads (1-64)")
     parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime (default: the first available)")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
+    parser.add_argument("--abstain", action="store_true",
+                        help="answer 'uncertain' near the threshold or out of domain, instead of a label")
+    parser.add_argument("--summary", action="store_true",
+                        help="after the per-image lines, one summary of them all (a session: one slide or patient)")
     return parser.parse_args(argv)
 
 
@@ -69,32 +74,54 @@ class Printer:
         self.mode, self.labels = mode, labels
         if mode == "csv":
             self.csv = csv.writer(sys.stdout)
-            self.csv.writerow(["path", "label", "score", *(f"p_{name}" for name in labels), "latency_ms", "issues", "error"])
+            self.csv.writerow(["path", "label", "score", *(f"p_{name}" for name in labels), "latency_ms",
+                               "domain_score", "out_of_domain", "issues", "error"])
         elif mode == "table":
-            print(f"{'input':50s} {'label':6s} {'confidence':>10s} {'ms':>8s}  notes")
+            print(f"{'input':50s} {'label':9s} {'confidence':>10s} {'ms':>8s} {'domain':>7s}  notes")
 
     def result(self, path: str, result) -> None:
         issues = "; ".join(result.issues)
+        domain = None if result.domain_score is None else round(result.domain_score, 3)
         if self.mode == "json":
             print(json.dumps({"path": path, "label": result.label, "score": round(result.score, 6),
                               "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
-                              "latency_ms": round(result.latency_ms, 3), "issues": result.issues}))
+                              "latency_ms": round(result.latency_ms, 3), "domain_score": domain,
+                              "out_of_domain": result.out_of_domain, "issues": result.issues}))
         elif self.mode == "csv":
             self.csv.writerow([path, result.label, f"{result.score:.6f}",
                                *(f"{result.probabilities[name]:.6f}" for name in self.labels),
-                               f"{result.latency_ms:.3f}", issues, ""])
+                               f"{result.latency_ms:.3f}", "" if domain is None else domain,
+                               "" if result.out_of_domain is None else str(result.out_of_domain).lower(), issues, ""])
         else:
-            print(f"{path:50s} {result.label:6s} {result.score:10.3f} {result.latency_ms:8.2f}  "
-                  + (f"FLAGGED: {issues}" if issues else ""))
+            notes = (["OUT OF DOMAIN"] if result.out_of_domain else []) + ([f"FLAGGED: {issues}"] if issues else [])
+            print(f"{path:50s} {result.label:9s} {result.score:10.3f} {result.latency_ms:8.2f} "
+                  f"{'' if domain is None else f'{domain:.1f}':>7s}  " + "; ".join(notes))
         sys.stdout.flush()
 
     def error(self, path: str, message: str) -> None:
         if self.mode == "json":
             print(json.dumps({"path": path, "error": message}))
         elif self.mode == "csv":
-            self.csv.writerow([path, "", "", "", "", "", "", message])
+            self.csv.writerow([path, "", "", "", "", "", "", "", "", message])
         else:
             print(f"{path:50s} ERROR  {message}")
+        sys.stdout.flush()
+
+    def summary(self, summary: dict) -> None:
+        if self.mode == "json":
+            print(json.dumps({"summary": summary}))
+        else:
+            share = summary["positive_fraction"]
+            low, high = summary["positive_fraction_ci95"]
+            counts = ", ".join(f"{label} {n}" for label, n in summary["counts"].items())
+            line = (f"{summary['images']} images, {summary['classified']} classified ({counts}), {summary['errors']} errors, "
+                    f"{summary['out_of_domain']} out of domain, {summary['uncertain']} uncertain; "
+                    f"{self.labels[1]} fraction {'n/a' if share is None else f'{share:.1%}'} "
+                    f"(95% CI {low:.1%}-{high:.1%}, decision {summary['decision_fraction']:.0%}): call {summary['call']}")
+            if self.mode == "csv":
+                self.csv.writerow(["SUMMARY", summary["call"], "" if share is None else share, "", "", "", "", "", line, ""])
+            else:
+                print(f"SUMMARY  {line}")
         sys.stdout.flush()
 
 
@@ -107,10 +134,13 @@ def main(argv=None) -> int:
 
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
-                                check_quality=not args.no_quality)
+                                check_quality=not args.no_quality, abstain=args.abstain)
+        if args.summary and classifier.spec.decision_fraction is None:
+            raise ModelError(f"{classifier.model_path}: --summary needs session.decision_fraction in its metadata")
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-classify: {error}", file=sys.stderr)
         return 2
+    summary = SessionSummary(classifier.labels, classifier.spec.decision_fraction or 0.5)
     failed = 0
     try:
         printer = Printer("json" if args.json else "csv" if args.csv else "table", classifier.labels)
@@ -122,9 +152,13 @@ def main(argv=None) -> int:
                     result = classifier.classify(path)
                 except Exception as error:  # one input's failure is its line, never the end of the run
                     failed += 1
+                    summary.add(error=True)
                     printer.error(path, failure_reason(error).removeprefix(f"{path}: "))
                     continue
+                summary.add(result.label, out_of_domain=bool(result.out_of_domain))
                 printer.result(path, result)
+            if args.summary:
+                printer.summary(summary.as_dict())
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as error:  # a full disk, a closed or vanished output

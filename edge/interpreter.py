@@ -49,7 +49,14 @@ def input_details(interpreter) -> dict:
 
 
 def output_details(interpreter) -> dict:
-    return interpreter.get_output_details()[0]
+    """The score output (one value per image); a model may also output its pooled features."""
+    outputs = interpreter.get_output_details()
+    return next((details for details in outputs if int(details["shape"][-1]) == 1), outputs[0])
+
+
+def feature_details(interpreter) -> dict | None:
+    """The pooled-features output of a model that has one, else None."""
+    return next((details for details in interpreter.get_output_details() if int(details["shape"][-1]) != 1), None)
 
 
 def quantize(values: np.ndarray, details: dict) -> np.ndarray:
@@ -86,3 +93,18 @@ def run_one(interpreter, image: np.ndarray) -> np.ndarray:
 def scores(interpreter, images: np.ndarray) -> np.ndarray:
     """Positive-class score of each image in a float32 (n, h, w, c) batch, one invoke per image."""
     return np.array([run_one(interpreter, image)[0] for image in images], dtype=np.float32)
+
+
+def scores_and_features(interpreter, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-> (positive scores (n,), dequantized pooled features (n, f)), one invoke per image."""
+    details, features = input_details(interpreter), feature_details(interpreter)
+    if features is None:
+        raise ValueError("the model has no features output")
+    score_list, feature_list = [], []
+    for image in images:
+        interpreter.set_tensor(details["index"], quantize(image[None], details))
+        interpreter.invoke()
+        out = output_details(interpreter)
+        score_list.append(dequantize(interpreter.get_tensor(out["index"]), out)[0, 0])
+        feature_list.append(dequantize(interpreter.get_tensor(features["index"]), features)[0])
+    return np.array(score_list, dtype=np.float32), np.stack(feature_list)

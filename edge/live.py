@@ -190,7 +190,7 @@ class LiveRun:
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
         count = len(results)
-        share = {stage: sum(r.timings_ms[stage] for r in results) for stage in STAGES if stage != "decode"}
+        share = {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES if stage != "decode"}
         blasts = sum(r.label == self.positive_label for r in results)
         self.totals["cells"] += count
         self.totals["blasts"] += blasts

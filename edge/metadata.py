@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.domain import DomainCheck
 from edge.preprocess import channels, check_preprocessing
 
 
@@ -85,7 +86,11 @@ class ModelSpec:
     threshold: float  # on the positive score
     preprocessing: dict
     input: TensorSpec
-    output: TensorSpec
+    output: TensorSpec  # the positive score
+    features: TensorSpec | None = None  # pooled features, a second output (for the domain check)
+    domain: DomainCheck | None = None
+    decision_fraction: float | None = None  # the session call's (edge/summary.py)
+    abstain_margin: float | None = None  # --abstain: "uncertain" within this distance of the threshold
 
     @property
     def positive_label(self) -> str:
@@ -93,11 +98,21 @@ class ModelSpec:
 
     def check_against(self, interpreter) -> None:
         """Raise ModelError unless the interpreter's input and output tensors are the ones described."""
-        for field, spec, details in (("input", self.input, interpreter.get_input_details()),
-                                     ("output", self.output, interpreter.get_output_details())):
-            if len(details) != 1:
-                raise ModelError(f"{self.path}: the model has {len(details)} {field} tensors, one is expected")
-            actual = _tensor_of(details[0])
+        from edge.interpreter import feature_details, output_details
+
+        outputs = interpreter.get_output_details()
+        expected = 1 + (self.features is not None)
+        if len(interpreter.get_input_details()) != 1 or len(outputs) != expected:
+            raise ModelError(f"{self.path}: the model has {len(interpreter.get_input_details())} inputs and "
+                             f"{len(outputs)} outputs; its metadata describes 1 and {expected}")
+        tensors = [("input", self.input, interpreter.get_input_details()[0]),
+                   ("output", self.output, output_details(interpreter))]
+        if self.features is not None:
+            tensors.append(("features", self.features, feature_details(interpreter)))
+        for field, spec, details in tensors:
+            if details is None:
+                raise ModelError(f"{self.path}: the model has no {field} output")
+            actual = _tensor_of(details)
             if actual.shape != spec.shape or actual.dtype != spec.dtype:
                 raise ModelError(f"{self.path}: {field} is {actual.dtype} {list(actual.shape)} but its metadata "
                                  f"says {spec.dtype} {list(spec.shape)}")
@@ -171,5 +186,24 @@ def load_spec(model_path: str | os.PathLike) -> ModelSpec:
     task = metadata.get("task")
     if not isinstance(task, str):
         fail("task", "missing")
+    features = domain = fraction = None
+    if "features" in metadata:
+        features = _tensor_spec(metadata["features"], "features", fail)
+        if len(features.shape) != 2 or features.shape[1] < 2:
+            fail("features.shape", f"{list(features.shape)}: (1, number of features) is expected")
+    if "domain" in metadata:
+        if features is None:
+            fail("domain", "needs a features output")
+        try:
+            domain = DomainCheck.from_metadata(metadata["domain"], features.shape[1])
+        except ValueError as error:
+            fail("domain", str(error))
+    if "session" in metadata:
+        fraction = metadata["session"].get("decision_fraction") if isinstance(metadata["session"], dict) else None
+        if not (_is_number(fraction) and 0 < fraction < 1):
+            fail("session.decision_fraction", f"must be a number strictly between 0 and 1, got {json.dumps(fraction)[:40]}")
+    margin = metadata.get("abstain_margin")
+    if margin is not None and not (_is_number(margin) and 0 <= margin < 1):
+        fail("abstain_margin", f"must be a number from 0 to 1, got {json.dumps(margin)[:40]}")
     return ModelSpec(model_path, task, (labels[0], labels[1]), float(threshold), dict(preprocessing),
-                     model_input, model_output)
+                     model_input, model_output, features, domain, fraction, margin)

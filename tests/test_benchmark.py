@@ -63,7 +63,7 @@ def test_json_schema_is_stable(run):
             assert isinstance(model[key], kind), key
         assert set(model["latency_ms"]) == set(latency.STATISTICS)
         assert set(model["metrics"]) >= {"accuracy", "weighted_f1", "sensitivity", "specificity"}
-        assert set(model["end_to_end_parts_ms"]) == {"decode", "preprocess", "inference"}
+        assert set(model["end_to_end_parts_ms"]) == {"decode", "quality", "preprocess", "quantize", "invoke", "dequantize", "domain"}
         assert [run_["threads"] for run_ in model["by_threads"]] == THREADS
         assert model["size_bytes"] == Path(model["path"]).stat().st_size
     assert {"what", "cores", "ghz", "peak_fp32_gmacs", "peak_int8_gmacs", "how"} <= set(result["machine"]["peak_estimate"])

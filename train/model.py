@@ -78,3 +78,28 @@ def with_mirror_tta(model: keras.Model) -> keras.Model:
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     scores = [model(inputs), model(Mirror()(inputs))]
     return keras.Model(inputs, layers.Average(name="score")(scores), name=f"{model.name}_mirror_tta")
+
+
+def with_features(model: keras.Model) -> keras.Model:
+    """The same model with a second output: the pooled features its score is computed from, for the
+    device's out-of-domain check. A mirror-TTA model's features are the mean over both views, an
+    ensemble's are its members' side by side."""
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    score, features = _score_and_features(model, inputs)
+    return keras.Model(inputs, [score, features], name=f"{model.name}_with_features")
+
+
+def _score_and_features(model: keras.Model, inputs):
+    pooled = [layer for layer in model.layers if isinstance(layer, layers.GlobalAveragePooling2D)]
+    if pooled:  # a plain CNN
+        return keras.Model(model.input, [model.output, pooled[0].output])(inputs)
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if model.name.endswith("_mirror_tta") and len(inner) == 1:
+        score_a, features_a = _score_and_features(inner[0], inputs)
+        score_b, features_b = _score_and_features(inner[0], Mirror()(inputs))
+        return layers.Average()([score_a, score_b]), layers.Average()([features_a, features_b])
+    if model.name == "ensemble" and len(inner) > 1:
+        outputs = [_score_and_features(member, inputs) for member in inner]
+        return (layers.Average()([score for score, _ in outputs]),
+                layers.Concatenate()([features for _, features in outputs]))
+    raise ValueError(f"cannot find the pooled features of model {model.name!r}")

@@ -1,0 +1,98 @@
+"""The out-of-domain check on features with a known distribution, its metadata round trip, the
+session summary's counts, interval and call, and the decision fraction chosen on known groups."""
+import json
+
+import numpy as np
+import pytest
+
+from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check, flag_threshold
+from convert.session import choose_decision_fraction
+from edge.domain import DomainCheck
+from edge.summary import SessionSummary, wilson_interval
+
+
+def gaussian_features(rng, count: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes, unit covariance, means -2 and +2 on the first of 16 features (plus a shift)."""
+    y = rng.integers(0, 2, count)
+    features = rng.normal(size=(count, 16)) + shift
+    features[:, 0] += np.where(y == 1, 2.0, -2.0)
+    return features, y
+
+
+def test_domain_check_flags_its_share_of_in_domain_and_all_of_a_shifted_distribution():
+    rng = np.random.default_rng(0)
+    train, y_train = gaussian_features(rng, 4000)
+    unseen, _ = gaussian_features(rng, 4000)
+    check = fitted_check(train, y_train)
+    check = DomainCheck(check.means, check.precision, flag_threshold(check.distances(unseen)))
+    fresh, _ = gaussian_features(rng, 4000)
+    assert abs(np.mean(check.distances(fresh) > check.threshold) - IN_DOMAIN_FLAG_RATE) < 0.015
+    shifted, _ = gaussian_features(rng, 500, shift=3.0)
+    assert np.mean(check.distances(shifted) > check.threshold) > 0.99
+    # the class means are found, and a point at a class mean is at distance about 0
+    assert check.means[1, 0] == pytest.approx(2.0, abs=0.1) and check.means[0, 0] == pytest.approx(-2.0, abs=0.1)
+    assert check.distances(check.means).max() < 1e-6
+
+
+def test_domain_check_metadata_round_trip():
+    rng = np.random.default_rng(1)
+    features, y = gaussian_features(rng, 1000)
+    check = fitted_check(features, y, threshold=5.5)
+    record = json.loads(json.dumps(check.as_metadata()))
+    restored = DomainCheck.from_metadata(record, features=16)
+    assert restored.threshold == 5.5
+    np.testing.assert_allclose(restored.distances(features[:50]), check.distances(features[:50]), rtol=1e-4)
+    for broken in ({**record, "method": "knn"}, {**record, "means": [[1.0, 2.0]]}, {**record, "threshold": "x"},
+                   {**record, "threshold": float("nan")}, {k: v for k, v in record.items() if k != "precision"}):
+        with pytest.raises(ValueError):
+            DomainCheck.from_metadata(broken, features=16)
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_session_summary_counts_interval_and_call():
+    summary = SessionSummary(("hem", "all"), decision_fraction=0.5)
+    for _ in range(18):
+        summary.add("all")
+    for _ in range(2):
+        summary.add("hem")
+    summary.add("uncertain")
+    summary.add(out_of_domain=True, label="all")
+    summary.add(error=True)
+    result = summary.as_dict()
+    assert result["images"] == 23 and result["classified"] == 20 and result["errors"] == 1
+    assert result["out_of_domain"] == 1 and result["uncertain"] == 1 and result["counts"] == {"hem": 2, "all": 18}
+    assert result["positive_fraction"] == 0.9
+    low, high = result["positive_fraction_ci95"]
+    assert (low, high) == pytest.approx(wilson_interval(18, 20), abs=1e-4) and low > 0.5
+    assert result["call"] == "all"
+    balanced = SessionSummary(("hem", "all"), 0.5)
+    for label in ["all", "hem"] * 10:
+        balanced.add(label)
+    assert balanced.as_dict()["call"] == "uncertain"
+    normal = SessionSummary(("hem", "all"), 0.5)
+    for label in ["hem"] * 30 + ["all"] * 3:
+        normal.add(label)
+    assert normal.as_dict()["call"] == "hem"
+    flagged = SessionSummary(("hem", "all"), 0.5)
+    for i in range(10):
+        flagged.add("all", out_of_domain=i < 6)
+    assert flagged.as_dict()["call"] == "out_of_domain"
+
+
+def test_decision_fraction_chosen_without_wrong_calls_on_known_groups():
+    rng = np.random.default_rng(2)
+    groups, y, scores = [], [], []
+    for group, (label, share) in enumerate([(0, 0.1), (0, 0.3), (0, 0.45), (1, 0.8), (1, 0.9), (1, 0.7)]):
+        called = rng.random(200) < share
+        groups += [f"g{group}"] * 200
+        y += [label] * 200
+        scores += list(np.where(called, 0.9, 0.1))
+    choice = choose_decision_fraction(np.array(y), np.array(scores), np.array(groups), 0.5, ("hem", "all"))
+    assert choice["wrong"] == 0 and choice["right"] == 6
+    assert 0.45 < choice["decision_fraction"] < 0.7
