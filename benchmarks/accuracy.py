@@ -74,3 +74,24 @@ def evaluate(labels, scores, threshold: float, names: tuple[str, str]) -> dict:
 def agreement(scores_a, threshold_a: float, scores_b, threshold_b: float) -> float:
     """Share of images on which two models give the same label."""
     return float(np.mean((np.asarray(scores_a) >= threshold_a) == (np.asarray(scores_b) >= threshold_b)))
+
+
+def risk_coverage(labels, scores, threshold: float, out_of_domain) -> dict:
+    """Selective prediction: images answered in order of confidence (distance of the score from the
+    threshold; an image flagged out of domain comes after every other) -> accuracy against the
+    share answered, and the accuracy at 90% and 80% coverage."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    right = (scores >= threshold) == (labels == 1)
+    confidence = np.abs(scores - threshold) - 2.0 * np.asarray(out_of_domain, dtype=float)
+    ordered = right[np.argsort(-confidence, kind="stable")]
+    answered = np.arange(1, len(ordered) + 1)
+    accuracy = np.cumsum(ordered) / answered
+    coverage = answered / len(ordered)
+
+    def at(share: float) -> float:
+        return float(accuracy[max(0, int(np.ceil(share * len(ordered))) - 1)])
+
+    return {"coverage": coverage[::max(1, len(coverage) // 100)].round(4).tolist(),
+            "accuracy": accuracy[::max(1, len(accuracy) // 100)].round(4).tolist(),
+            "accuracy_at_100": at(1.0), "accuracy_at_90": at(0.9), "accuracy_at_80": at(0.8),
+            "flagged_out_of_domain": int(np.sum(out_of_domain))}

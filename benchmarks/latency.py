@@ -72,6 +72,7 @@ def classify_images(model_paths: list, image_paths: list[str], runtime: str | No
     quality gates, preprocess, quantize, invoke, dequantize, domain check; alternating the order).
     -> {"used": indices of the decoded images, "skipped": [(path, reason)],
         "scores": per model an array of positive-class scores (one per used image),
+        "out_of_domain": per model an array of the domain check's flags (False without a check),
         "timings": per model {stage: list of ms} for every pipeline stage and "end_to_end",
         "inputs": per model the first keep_inputs preprocessed images (for the timed runs)}."""
     from edge.classifier import STAGES, Classifier
@@ -80,6 +81,7 @@ def classify_images(model_paths: list, image_paths: list[str], runtime: str | No
     classifiers = [Classifier(path, runtime=runtime, threads=threads) for path in model_paths]
     count = len(model_paths)
     scores = [[] for _ in range(count)]
+    flags = [[] for _ in range(count)]
     timings = [{stage: [] for stage in (*STAGES, "end_to_end")} for _ in range(count)]
     inputs = [[] for _ in range(count)]
     used, skipped = [], []
@@ -95,6 +97,7 @@ def classify_images(model_paths: list, image_paths: list[str], runtime: str | No
         for m in range(count) if len(used) % 2 else reversed(range(count)):
             result = classifiers[m].classify(rgb)
             scores[m].append(result.probabilities[classifiers[m].labels[1]])
+            flags[m].append(bool(result.out_of_domain))
             stages = {**result.timings_ms, "decode": decode_ms}
             for stage, value in stages.items():
                 timings[m][stage].append(value)
@@ -103,4 +106,5 @@ def classify_images(model_paths: list, image_paths: list[str], runtime: str | No
                 inputs[m].append(preprocess(rgb, classifiers[m].preprocessing))
     timings = [{stage: values for stage, values in model.items() if values} for model in timings]
     return {"used": used, "skipped": skipped, "scores": [np.array(s, dtype=np.float64) for s in scores],
+            "out_of_domain": [np.array(f, dtype=bool) for f in flags],
             "timings": timings, "inputs": [np.stack(i) if i else None for i in inputs]}

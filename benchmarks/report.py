@@ -43,6 +43,10 @@ def rows(result: dict) -> list[tuple[str, list[str]]]:
             ("  " + " / ".join(models[0]["end_to_end_parts_ms"]) + " p50", [
                 " / ".join(_number(v) for v in m["end_to_end_parts_ms"].values()) for m in models]),
         ]
+    if models[0].get("selective"):
+        table += [(f"accuracy at {share}% coverage (selective)", [_number(m["selective"][f"accuracy_at_{share}"], 4)
+                                                                  for m in models]) for share in (90, 80)]
+        table.append(("flagged out of domain", [str(m["selective"]["flagged_out_of_domain"]) for m in models]))
     if models[0]["metrics"]:
         for key, name in (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("sensitivity", "sensitivity"),
                           ("specificity", "specificity"), ("roc_auc", "ROC AUC")):
@@ -118,7 +122,7 @@ def plot(result: dict, samples: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    figure, (left, right, coverage) = plt.subplots(1, 3, figsize=(17, 5))
     keys = sorted(samples, key=lambda key: (key[1], key[0]))
     names = [m["name"] for m in result["models"]]
     left.boxplot([samples[key] for key in keys], showfliers=True)
@@ -138,9 +142,18 @@ def plot(result: dict, samples: dict, path: str) -> None:
         right.set_ylabel("accuracy")
         right.set_title(f"accuracy on {result['data']['images']} images against latency")
         right.legend()
+        for model in result["models"]:
+            selective = model["selective"]
+            coverage.plot(selective["coverage"], selective["accuracy"], label=model["name"])
+        coverage.set_xlabel("share of images answered (most confident first; out of domain last)")
+        coverage.set_ylabel("accuracy of the answered images")
+        coverage.set_title("risk-coverage")
+        coverage.invert_xaxis()
+        coverage.legend()
     else:
-        right.text(0.5, 0.5, "no --data: accuracy not measured", ha="center", va="center")
-        right.set_axis_off()
+        for axis in (right, coverage):
+            axis.text(0.5, 0.5, "no --data: accuracy not measured", ha="center", va="center")
+            axis.set_axis_off()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

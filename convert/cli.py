@@ -254,7 +254,8 @@ def convert(args: argparse.Namespace) -> bool:
     }
     verification["out_of_domain"] = {p: {"threshold": domain[p].threshold,
                                          "flag_rate_unseen": float(np.mean(unseen_distances[p] > domain[p].threshold)),
-                                         "distance_median_unseen": float(np.median(unseen_distances[p]))}
+                                         "distance_median_unseen": float(np.median(unseen_distances[p])),
+                                         "distances_unseen": [round(float(v), 3) for v in unseen_distances[p]]}
                                      for p in checked}
     verification["session"] = sessions
     if cross_validated:

@@ -31,6 +31,7 @@ from edge.classifier import STAGES, Classifier
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
 from edge.sources import FolderSource, LatestFrame, SourceError, open_source
+from edge.summary import SessionSummary
 
 STATUS_INTERVAL_S = 2.0
 STAGE_HISTORY = 1000  # the summary's medians are over at most this many latest frames
@@ -57,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="field mode: also classify cells cut by the frame border")
     parser.add_argument("--headless", action="store_true", help="no window even when a display exists")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
+    parser.add_argument("--abstain", action="store_true",
+                        help="answer 'uncertain' near the threshold or out of domain, instead of a label")
+    parser.add_argument("--session", default="session",
+                        help="name of this session (a slide, a patient), in every log record with its running summary")
     args = parser.parse_args(argv)
     if args.snapshot_positives and not args.snapshots:
         parser.error("--snapshot-positives needs --snapshots DIR")
@@ -113,6 +118,12 @@ class ResultsLog:
         os.close(self.fd)
 
 
+def _domain_fields(result) -> dict:
+    if result.domain_score is None:
+        return {}
+    return {"domain_score": round(result.domain_score, 3), "out_of_domain": result.out_of_domain}
+
+
 def say(message: str) -> None:
     """One line on stderr (a closed stderr is not a reason to stop classifying)."""
     try:
@@ -137,7 +148,8 @@ class LiveRun:
         # the latest STAGE_HISTORY timings per stage (a service runs for weeks: bounded memory)
         self.stage_ms: dict[str, deque[float]] = {}
         self.frames = 0
-        self.totals = {"cells": 0, "blasts": 0}
+        self.totals = {"cells": 0, "blasts": 0, "out_of_domain": 0}
+        self.summary = SessionSummary(classifier.labels, classifier.spec.decision_fraction or 0.5)
         self.last_positive_snapshot = 0.0
         self.window = None if args.headless else self._open_window()
         self.skipped_reported = 0
@@ -165,14 +177,16 @@ class LiveRun:
         """-> (log record, draw(frame), stage timings, positive?)"""
         result = self.classifier.classify(rgb)
         record = {"label": result.label, "score": round(result.score, 5),
-                  "probabilities": {k: round(v, 5) for k, v in result.probabilities.items()}}
+                  "probabilities": {k: round(v, 5) for k, v in result.probabilities.items()},
+                  **_domain_fields(result)}
         if result.issues:
             record["issues"] = result.issues
-        positive = result.label == self.positive_label
+        positive = result.label == self.positive_label and not result.out_of_domain
+        self.summary.add(result.label, out_of_domain=bool(result.out_of_domain))
 
         def draw(frame):
             from edge.overlay import draw_label
-            draw_label(frame, result.label, result.score, positive)
+            draw_label(frame, result.label, result.score, positive, bool(result.out_of_domain))
 
         timings = {stage: ms for stage, ms in result.timings_ms.items() if stage != "decode"}
         return record, draw, timings, positive
@@ -189,14 +203,20 @@ class LiveRun:
         crops = cell_crops(rgb, cells)
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
-        count = len(results)
         share = {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES if stage != "decode"}
-        blasts = sum(r.label == self.positive_label for r in results)
+        flagged = sum(bool(r.out_of_domain) for r in results)
+        count = len(results) - flagged  # a cell out of domain is neither a blast nor a normal cell
+        blasts = sum(r.label == self.positive_label and not r.out_of_domain for r in results)
+        for r in results:
+            self.summary.add(r.label, out_of_domain=bool(r.out_of_domain))
         self.totals["cells"] += count
         self.totals["blasts"] += blasts
+        self.totals["out_of_domain"] += flagged
         record = {"cells": [{"box": [int(v) for v in cell.box], "label": r.label, "score": round(r.score, 5),
-                             **({"issues": r.issues} if r.issues else {})} for cell, r in zip(cells, results)],
-                  "counts": {"cells": count, "blasts": blasts, "edge_cells_skipped": len(cut), "blast_ratio": round(blasts / count, 4) if count else None},
+                             **_domain_fields(r), **({"issues": r.issues} if r.issues else {})}
+                            for cell, r in zip(cells, results)],
+                  "counts": {"cells": count, "blasts": blasts, "out_of_domain": flagged, "edge_cells_skipped": len(cut),
+                             "blast_ratio": round(blasts / count, 4) if count else None},
                   "totals": {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
                              if self.totals["cells"] else None}}
 
@@ -205,7 +225,7 @@ class LiveRun:
             for cell in cut:
                 draw_unclassified(frame, cell.box)
             for cell, r in zip(cells, results):
-                draw_cell(frame, cell.box, r.label, r.score, r.label == self.positive_label)
+                draw_cell(frame, cell.box, r.label, r.score, r.label == self.positive_label, bool(r.out_of_domain))
 
         timings = {"detect": (detected - started) * 1000, **share}
         return record, draw, timings, blasts > 0
@@ -214,7 +234,9 @@ class LiveRun:
         lines = [f"{self.fps():.1f} fps  {latency_ms:.0f} ms"]
         if self.args.mode == "field":
             ratio = self.totals["blasts"] / self.totals["cells"] if self.totals["cells"] else 0.0
-            lines.append(f"cells {self.totals['cells']}  blasts {self.totals['blasts']} ({ratio:.0%})")
+            lines.append(f"cells {self.totals['cells']}  blasts {self.totals['blasts']} ({ratio:.0%})"
+                         + (f"  ? {self.totals['out_of_domain']}" if self.totals["out_of_domain"] else ""))
+        lines.append(f"{self.args.session}: {self.summary.as_dict()['call']}")
         return lines
 
     def fps(self) -> float:
@@ -257,7 +279,8 @@ class LiveRun:
             self.stage_ms.setdefault(stage, deque(maxlen=STAGE_HISTORY)).append(value)
         if self.log:
             self.log.write({"time": now_iso(), "frame": frame.number, "source": str(self.source),
-                            "mode": self.args.mode, **record,
+                            "mode": self.args.mode, "session": self.args.session, **record,
+                            "summary": self.summary.as_dict(),
                             "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
         label = "positive" if positive else "negative"
         if self.args.snapshots and (self.snapshot_requested.is_set() or (
@@ -321,6 +344,8 @@ class LiveRun:
                        "fps": round(self.frames / elapsed, 2) if elapsed else 0.0,
                        "median_ms": {stage: round(statistics.median(values), 3)
                                      for stage, values in self.stage_ms.items()}}
+        summary["session"] = self.args.session
+        summary["summary"] = self.summary.as_dict()
         if self.args.mode == "field":
             summary["totals"] = {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
                                  if self.totals["cells"] else None}
@@ -340,7 +365,12 @@ def print_summary(summary: dict) -> None:
     if "totals" in summary:
         totals = summary["totals"]
         ratio = "n/a" if totals["blast_ratio"] is None else f"{totals['blast_ratio']:.1%}"
-        print(f"edge-live: cells {totals['cells']}, blasts {totals['blasts']}, blast ratio {ratio}", file=sys.stderr)
+        print(f"edge-live: cells {totals['cells']}, blasts {totals['blasts']}, blast ratio {ratio}, "
+              f"out of domain {totals['out_of_domain']}", file=sys.stderr)
+    session = summary["summary"]
+    low, high = session["positive_fraction_ci95"]
+    print(f"edge-live: session {summary['session']}: {session['classified']} classified, {session['out_of_domain']} out "
+          f"of domain, positive fraction 95% CI {low:.1%}-{high:.1%}: call {session['call']}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -357,7 +387,7 @@ def main(argv=None) -> int:
         return 2
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
-                                check_quality=not args.no_quality)
+                                check_quality=not args.no_quality, abstain=args.abstain)
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-live: {error}", file=sys.stderr)
         return 2
@@ -386,7 +416,7 @@ def main(argv=None) -> int:
                 signal.SIGUSR1: lambda *_: run.snapshot_requested.set()}
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     if log:
-        log.write({"time": now_iso(), "event": "start", "source": str(source), "mode": args.mode,
+        log.write({"time": now_iso(), "event": "start", "session": args.session, "source": str(source), "mode": args.mode,
                    "model": str(classifier.model_path), "runtime": classifier.runtime})
     try:
         summary = run.run()

@@ -8,6 +8,7 @@ import numpy as np
 POSITIVE_BGR = (40, 40, 230)   # red: a positive call (tumour, blast)
 NEGATIVE_BGR = (60, 190, 60)   # green
 UNCLASSIFIED_BGR = (160, 160, 160)  # grey: found but not classified (cut by the frame border)
+OUT_OF_DOMAIN_BGR = (0, 200, 255)  # amber: unlike the training data, not counted
 TEXT_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -32,20 +33,37 @@ def draw_status(frame: np.ndarray, lines: list[str]) -> None:
         _text(frame, line, (6, step * (i + 1)), scale)
 
 
-def draw_label(frame: np.ndarray, label: str, score: float, positive: bool) -> None:
-    """The whole-frame result in the bottom-left corner, red when positive."""
+def draw_label(frame: np.ndarray, label: str, score: float, positive: bool, out_of_domain: bool = False) -> None:
+    """The whole-frame result in the bottom-left corner, red when positive, amber and marked "?"
+    when out of domain."""
     scale = _scale(frame) * 1.3
-    _text(frame, f"{label} {score:.0%}", (6, frame.shape[0] - 10), scale,
-          POSITIVE_BGR if positive else NEGATIVE_BGR)
+    text = f"? out of domain ({label} {score:.0%})" if out_of_domain else f"{label} {score:.0%}"
+    _text(frame, text, (6, frame.shape[0] - 10), scale,
+          OUT_OF_DOMAIN_BGR if out_of_domain else POSITIVE_BGR if positive else NEGATIVE_BGR)
 
 
-def draw_cell(frame: np.ndarray, box: tuple[int, int, int, int], label: str, score: float, positive: bool) -> None:
-    """A box (x, y, width, height) around one cell and its label above it."""
+def draw_cell(frame: np.ndarray, box: tuple[int, int, int, int], label: str, score: float, positive: bool,
+              out_of_domain: bool = False) -> None:
+    """A box (x, y, width, height) around one cell and its label above it; a dashed amber box and
+    "?" for a cell out of domain."""
     x, y, width, height = (int(v) for v in box)
+    scale = _scale(frame) * 0.7
+    if out_of_domain:
+        _dashed_rectangle(frame, x, y, width, height, OUT_OF_DOMAIN_BGR)
+        _text(frame, "?", (x, max(12, y - 4)), scale, OUT_OF_DOMAIN_BGR)
+        return
     colour = POSITIVE_BGR if positive else NEGATIVE_BGR
     cv2.rectangle(frame, (x, y), (x + width, y + height), colour, 2 if positive else 1)
-    scale = _scale(frame) * 0.7
     _text(frame, f"{label} {score:.0%}", (x, max(12, y - 4)), scale, colour)
+
+
+def _dashed_rectangle(frame: np.ndarray, x: int, y: int, width: int, height: int, colour, dash: int = 4) -> None:
+    for x0 in range(x, x + width, 2 * dash):
+        cv2.line(frame, (x0, y), (min(x0 + dash, x + width), y), colour, 1)
+        cv2.line(frame, (x0, y + height), (min(x0 + dash, x + width), y + height), colour, 1)
+    for y0 in range(y, y + height, 2 * dash):
+        cv2.line(frame, (x, y0), (x, min(y0 + dash, y + height)), colour, 1)
+        cv2.line(frame, (x + width, y0), (x + width, min(y0 + dash, y + height)), colour, 1)
 
 
 def draw_unclassified(frame: np.ndarray, box: tuple[int, int, int, int]) -> None:

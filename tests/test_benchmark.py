@@ -291,3 +291,16 @@ def test_peers_time_every_engine_found_and_skip_the_missing_ones(tmp_path, capsy
     for r in results:
         assert r["latency_ms"]["count"] == 12 and r["latency_ms"]["min"] <= r["latency_ms"]["p50"] <= r["latency_ms"]["max"]
         assert r["peak_rss_mb"] >= r["engine_rss_mb"] > 0
+
+
+def test_risk_coverage_answers_the_most_confident_first_and_out_of_domain_last():
+    from benchmarks.accuracy import risk_coverage
+
+    labels = np.array([1, 1, 0, 0, 1, 0, 1, 0, 1, 0])
+    scores = np.array([0.99, 0.95, 0.02, 0.05, 0.55, 0.45, 0.48, 0.52, 0.97, 0.01])  # 0.48 and 0.52 wrong
+    flags = np.zeros(10, bool)
+    curve = risk_coverage(labels, scores, 0.5, flags)
+    assert curve["accuracy_at_100"] == 0.8 and curve["accuracy_at_80"] == 1.0 and curve["accuracy_at_90"] == 8 / 9
+    flags[0] = True  # a confident right answer flagged out of domain goes last
+    flagged = risk_coverage(labels, scores, 0.5, flags)
+    assert flagged["accuracy_at_90"] == 7 / 9 and flagged["flagged_out_of_domain"] == 1

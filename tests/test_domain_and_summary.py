@@ -96,3 +96,76 @@ def test_decision_fraction_chosen_without_wrong_calls_on_known_groups():
     choice = choose_decision_fraction(np.array(y), np.array(scores), np.array(groups), 0.5, ("hem", "all"))
     assert choice["wrong"] == 0 and choice["right"] == 6
     assert 0.45 < choice["decision_fraction"] < 0.7
+
+
+# -- the shipped models ----------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+from conftest import synthetic_cell, synthetic_mri  # noqa: E402
+from edge.classifier import Classifier  # noqa: E402
+from edge.cli import main as classify_main  # noqa: E402
+from edge.live import main as live_main  # noqa: E402
+
+
+@pytest.mark.parametrize("model", ["leukemia_int8", "leukemia_float32", "brain_int8", "brain_float32"])
+def test_shipped_models_carry_a_domain_check_a_session_fraction_and_an_abstain_margin(model):
+    with Classifier(model) as classifier:
+        spec = classifier.spec
+        assert spec.domain is not None and spec.domain.means.shape == (2, spec.features.shape[1])
+        assert 0 < spec.decision_fraction < 1 and 0 < spec.abstain_margin < 0.5
+        image = synthetic_cell(1, True, 200) if model.startswith("leukemia") else \
+            np.repeat(synthetic_mri(1, True, 200)[:, :, None], 3, axis=2)
+        result = classifier.classify(image)
+        assert result.domain_score >= 0 and result.out_of_domain == (result.domain_score > spec.domain.threshold)
+        assert "domain" in result.timings_ms
+
+
+@pytest.fixture
+def cell_files(tmp_path):
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(synthetic_cell(i, i % 2 == 0, size=200)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_classify_summary_line_counts_the_lines_above_it(cell_files, capsys):
+    code = classify_main(["--model", "leukemia", "--json", "--summary", str(cell_files)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1  # the broken file
+    rows, summary = lines[:-1], lines[-1]["summary"]
+    assert len(rows) == 9 and summary["images"] == 9 and summary["errors"] == 1
+    assert all("out_of_domain" in r and "domain_score" in r for r in rows if "error" not in r)
+    in_domain = [r for r in rows if "error" not in r and not r["out_of_domain"]]
+    assert summary["out_of_domain"] == 8 - len(in_domain)
+    assert summary["counts"] == {"hem": sum(r["label"] == "hem" for r in in_domain),
+                                 "all": sum(r["label"] == "all" for r in in_domain)}
+    assert summary["call"] in ("hem", "all", "uncertain", "out_of_domain")
+    assert set(summary) >= {"images", "classified", "errors", "out_of_domain", "counts", "positive_fraction",
+                            "positive_fraction_ci95", "call"}
+
+
+def test_abstain_answers_uncertain_near_the_threshold_or_out_of_domain(cell_files, capsys):
+    classify_main(["--model", "leukemia", "--json", "--abstain", str(cell_files)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "error" not in line]
+    with Classifier("leukemia") as classifier:
+        threshold, margin = classifier.threshold, classifier.spec.abstain_margin
+    for row in rows:
+        near = abs(row["probabilities"]["all"] - threshold) < margin
+        assert (row["label"] == "uncertain") == (near or row["out_of_domain"]), row
+
+
+def test_live_records_carry_the_session_and_its_summary(cell_files, tmp_path):
+    (cell_files / "broken.png").unlink()
+    log = tmp_path / "live.jsonl"
+    assert live_main(["--source", str(cell_files), "--headless", "--model", "leukemia", "--fps", "20",
+                      "--session", "slide-7", "--log", str(log)]) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    frames = [r for r in records if "frame" in r and "event" not in r]
+    assert frames and all(r["session"] == "slide-7" and "out_of_domain" in r and "summary" in r for r in frames)
+    assert [r["summary"]["images"] for r in frames] == list(range(1, len(frames) + 1))
+    stop = records[-1]
+    assert stop["event"] == "stop" and stop["session"] == "slide-7" and stop["summary"] == frames[-1]["summary"]
