@@ -253,3 +253,53 @@ def cell_crops(frame_rgb: np.ndarray, cells: list[Cell], margin: int = CROP_MARG
         crop[margin:margin + h, margin:margin + w] = np.where(cell.mask[:, :, None], pixels, 0)
         crops.append(crop)
     return crops
+
+
+# -- scale: field crops brought to the training magnification -------------------------------------
+RED_CELL_UM = 7.5  # diameter of a red blood cell (about 7.5 um), the ruler every smear carries
+# C-NMC cells (the leukemia model's training data): normal (hem) cells have a median equivalent
+# diameter of 179 px (blasts 214 px; python -m benchmarks.field_scale). Taking a normal B-lymphoid
+# cell as about 9 um across gives the training scale. The 9 um is an assumption from haematology
+# texts (small lymphocytes 7-10 um), not a calibration: C-NMC publishes no micrometres per pixel.
+CNMC_NORMAL_CELL_PX = 179.0
+NORMAL_LYMPHOCYTE_UM = 9.0
+CNMC_UM_PER_PIXEL = NORMAL_LYMPHOCYTE_UM / CNMC_NORMAL_CELL_PX
+MIN_RED_CELLS = 5  # fewer red-cell regions than this: no estimate
+
+
+def estimate_um_per_pixel(frame_rgb: np.ndarray, cells: list[Cell]) -> float | None:
+    """The field's micrometres per pixel from its red cells (RED_CELL_UM each), or None when too few
+    are seen. Red cells are the non-background pixels outside the white cells; touching red cells
+    form clumps, so each region's diameter is that of its largest inscribed circle (twice the peak of
+    the distance transform), which is one red cell's in a clump too; the median over regions."""
+    grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
+    background = np.percentile(grey, 90)
+    mask = (grey < background - BACKGROUND_MARGIN).astype(np.uint8)
+    for cell in cells:  # white cells, with a little margin, are not red cells
+        x, y, w, h = cell.box
+        mask[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2] = 0
+    mask = _fill_holes(cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))))
+    count, labels = cv2.connectedComponents(mask)
+    if count - 1 < MIN_RED_CELLS:
+        return None
+    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    peaks = np.zeros(count, dtype=np.float32)
+    np.maximum.at(peaks, labels.ravel(), distance.ravel())
+    diameters = 2 * peaks[1:]
+    diameters = diameters[diameters >= 4]  # specks and slivers
+    if diameters.size < MIN_RED_CELLS:
+        return None
+    return RED_CELL_UM / float(np.median(diameters))
+
+
+def rescale_crops(crops: list[np.ndarray], um_per_pixel: float) -> list[np.ndarray]:
+    """Each crop resized so one pixel is CNMC_UM_PER_PIXEL (the training magnification); nearest
+    neighbour keeps the black background pure black. Bounded: no crop grows past 1024 px."""
+    factor = um_per_pixel / CNMC_UM_PER_PIXEL
+    resized = []
+    for crop in crops:
+        height, width = crop.shape[:2]
+        scale = min(factor, 1024 / max(height, width))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        resized.append(cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA))
+    return resized

@@ -34,6 +34,7 @@ from edge.sources import FolderSource, LatestFrame, SourceError, open_source
 from edge.summary import SessionSummary
 
 STATUS_INTERVAL_S = 2.0
+SCALE_HISTORY = 50  # field mode: the red-cell scale is the median estimate of the latest frames
 STAGE_HISTORY = 1000  # the summary's medians are over at most this many latest frames
 POSITIVE_SNAPSHOT_INTERVAL_S = 1.0  # at most one snapshot a second when saving every positive
 
@@ -56,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--snapshot-positives", action="store_true", help="save a snapshot of positive frames (<= 1/s)")
     parser.add_argument("--include-edge-cells", action="store_true",
                         help="field mode: also classify cells cut by the frame border")
+    parser.add_argument("--um-per-pixel", type=positive_number,
+                        help="field mode: the camera's micrometres per pixel (default: estimated from the red cells)")
     parser.add_argument("--headless", action="store_true", help="no window even when a display exists")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
     parser.add_argument("--abstain", action="store_true",
@@ -149,6 +152,7 @@ class LiveRun:
         self.stage_ms: dict[str, deque[float]] = {}
         self.frames = 0
         self.totals = {"cells": 0, "blasts": 0, "out_of_domain": 0}
+        self.scale_estimates: deque[float] = deque(maxlen=SCALE_HISTORY)
         self.summary = SessionSummary(classifier.labels, classifier.spec.decision_fraction or 0.5)
         self.last_positive_snapshot = 0.0
         self.window = None if args.headless else self._open_window()
@@ -192,7 +196,7 @@ class LiveRun:
         return record, draw, timings, positive
 
     def classify_field_frame(self, rgb: np.ndarray):
-        from edge.field import cell_crops, find_white_cells
+        from edge.field import cell_crops, find_white_cells, rescale_crops
         started = time.perf_counter()
         found = find_white_cells(rgb)
         # A cell cut by the frame border is not a whole cell as in training: drawn, not classified
@@ -200,7 +204,10 @@ class LiveRun:
         include_cut = self.args.include_edge_cells
         cells = [c for c in found if include_cut or not c.touches_edge]
         cut = [c for c in found if c.touches_edge and not include_cut]
+        um_per_pixel, scale_source = self.field_scale(rgb, found)
         crops = cell_crops(rgb, cells)
+        if um_per_pixel is not None:
+            crops = rescale_crops(crops, um_per_pixel)
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
         share = {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES if stage != "decode"}
@@ -215,6 +222,8 @@ class LiveRun:
         record = {"cells": [{"box": [int(v) for v in cell.box], "label": r.label, "score": round(r.score, 5),
                              **_domain_fields(r), **({"issues": r.issues} if r.issues else {})}
                             for cell, r in zip(cells, results)],
+                  "scale": {"um_per_pixel": None if um_per_pixel is None else round(um_per_pixel, 4),
+                            "source": scale_source},
                   "counts": {"cells": count, "blasts": blasts, "out_of_domain": flagged, "edge_cells_skipped": len(cut),
                              "blast_ratio": round(blasts / count, 4) if count else None},
                   "totals": {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
@@ -229,6 +238,19 @@ class LiveRun:
 
         timings = {"detect": (detected - started) * 1000, **share}
         return record, draw, timings, blasts > 0
+
+    def field_scale(self, rgb: np.ndarray, cells) -> tuple[float | None, str]:
+        """-> (micrometres per pixel, where it came from): the --um-per-pixel setting, else the median
+        of the red-cell estimates of the latest frames, else None (crops left at the camera's scale)."""
+        from edge.field import estimate_um_per_pixel
+        if self.args.um_per_pixel:
+            return self.args.um_per_pixel, "setting"
+        estimate = estimate_um_per_pixel(rgb, cells)
+        if estimate is not None:
+            self.scale_estimates.append(estimate)
+        if not self.scale_estimates:
+            return None, "none (no red cells seen yet)"
+        return float(np.median(self.scale_estimates)), f"red cells, median of {len(self.scale_estimates)} frames"
 
     def status_lines(self, latency_ms: float) -> list[str]:
         lines = [f"{self.fps():.1f} fps  {latency_ms:.0f} ms"]

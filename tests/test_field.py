@@ -188,3 +188,22 @@ def test_counts_match_the_by_eye_sample():
     assert 0.95 <= found.sum() / counted.sum() <= 1.35, (found.sum(), counted.sum())
     assert np.abs(found - counted).mean() <= 3.0
     assert (found >= counted - 3).all(), list(zip([r["field"] for r in sample], counted, found))
+
+
+def test_scale_from_the_red_cells_and_crops_brought_to_the_training_magnification():
+    from edge.field import CNMC_UM_PER_PIXEL, RED_CELL_UM, cell_crops, estimate_um_per_pixel, rescale_crops
+
+    # generated red cells have radius 8 to 10 px: a diameter of about 18 px is RED_CELL_UM
+    expected = RED_CELL_UM / 18
+    for seed in range(3):
+        field = generated_field(seed)
+        cells = find_white_cells(field)
+        assert estimate_um_per_pixel(field, cells) == pytest.approx(expected, rel=0.15)
+    crops = cell_crops(field, cells)
+    rescaled = rescale_crops(crops, expected)
+    factor = expected / CNMC_UM_PER_PIXEL
+    for crop, big in zip(crops, rescaled):
+        assert big.shape[0] == pytest.approx(crop.shape[0] * factor, abs=1)
+        assert big[0, 0].max() == 0  # the black surround stays black
+    blank = np.full((224, 224, 3), BACKGROUND, dtype=np.uint8)
+    assert estimate_um_per_pixel(blank, []) is None  # no red cells, no estimate

@@ -181,15 +181,18 @@ def test_field_mode_counts_every_white_cell_of_generated_fields(tmp_path):
     records = read_log(log)
     frames = [r for r in records if "cells" in r]
     assert len(frames) == 3
-    blasts = 0
+    blasts = cells = flagged = 0
     for record in frames:
-        assert record["counts"]["cells"] == len(record["cells"]) == len(WHITE)
-        assert record["counts"]["edge_cells_skipped"] == 1
-        assert record["counts"]["blasts"] == sum(c["label"] == "all" for c in record["cells"])
+        counts = record["counts"]
+        assert len(record["cells"]) == len(WHITE) == counts["cells"] + counts["out_of_domain"]
+        assert counts["edge_cells_skipped"] == 1
+        assert counts["out_of_domain"] == sum(bool(c.get("out_of_domain")) for c in record["cells"])
+        assert counts["blasts"] == sum(c["label"] == "all" and not c.get("out_of_domain") for c in record["cells"])
+        assert record["scale"]["source"].startswith(("red cells", "none"))
         assert "detect" in record["latency_ms"]
-        blasts += record["counts"]["blasts"]
-    assert records[-1]["totals"] == {"cells": 3 * len(WHITE), "blasts": blasts,
-                                     "blast_ratio": round(blasts / (3 * len(WHITE)), 4)}
+        blasts, cells, flagged = blasts + counts["blasts"], cells + counts["cells"], flagged + counts["out_of_domain"]
+    assert records[-1]["totals"] == {"cells": cells, "blasts": blasts, "out_of_domain": flagged,
+                                     "blast_ratio": round(blasts / cells, 4) if cells else None}
 
 
 def test_duration_stops_a_looping_source(cell_folder, tmp_path):
