@@ -7,7 +7,7 @@ BENCH := runs/bench
 DATA ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo models brain-model leukemia-model leukemia-experiments brain-experiments benchmark peers live-benchmark bundle bundle-host verify-arm64
+.PHONY: setup test demo models brain-model leukemia-model leukemia-experiments brain-experiments benchmark peers live-benchmark domain-benchmark bundle bundle-host verify-arm64
 
 setup: $(VENV)/.installed
 
@@ -78,18 +78,24 @@ $(ONNX_VENV)/.installed:
 benchmark: setup
 	mkdir -p $(BENCH)
 	$(BIN)/benchmark --model leukemia_int8.tflite --data $(DATA)/cnmc --limit 600 --threads 1 2 --runs 500 --json $(BENCH)/leukemia.json --markdown $(BENCH)/leukemia.md --plot $(BENCH)/leukemia.png
-	$(BIN)/benchmark --model brain_int8.tflite --data $(DATA)/brain_mri --split test --threads 1 2 --runs 500 --json $(BENCH)/brain.json --markdown $(BENCH)/brain.md --plot $(BENCH)/brain.png
+	$(BIN)/benchmark --model brain_int8.tflite --data $(DATA)/brain_mri --limit 600 --threads 1 2 --runs 500 --json $(BENCH)/brain.json --markdown $(BENCH)/brain.md --plot $(BENCH)/brain.png
 
 # ai-edge-litert against tflite-runtime and ONNX Runtime, and the MAC counts (about 8 minutes).
 peers: setup $(TFLITE_VENV)/.installed $(ONNX_VENV)/.installed
 	mkdir -p $(BENCH)
 	$(BIN)/python -m benchmarks.peers --model leukemia_int8 --data $(DATA)/cnmc --limit 600 --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_leukemia.json --markdown $(BENCH)/peers_leukemia.md
-	$(BIN)/python -m benchmarks.peers --model brain_int8 --data $(DATA)/brain_mri --split test --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_brain.json --markdown $(BENCH)/peers_brain.md
+	$(BIN)/python -m benchmarks.peers --model brain_int8 --data $(DATA)/brain_mri --limit 600 --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_brain.json --markdown $(BENCH)/peers_brain.md
 	$(BIN)/python -m benchmarks.macs models/leukemia_int8.tflite models/leukemia_float32.tflite models/brain_int8.tflite
 
 # edge-live frame rate and latency: cell mode on a 640x480 video of test cells, field mode on the smear fields.
 live-benchmark: setup
 	$(BIN)/python -m benchmarks.live_fps --data $(DATA) --threads 2
+
+# The out-of-domain check against other-task, smear-field and corrupted images; field mode's scale
+# (benchmarks/DOMAIN.md, benchmarks/FIELD_SCALE.md; a few minutes).
+domain-benchmark: setup
+	$(BIN)/python -m benchmarks.domain --data $(DATA) --out benchmarks/DOMAIN.md
+	$(BIN)/python -m benchmarks.field_scale --data $(DATA) --out benchmarks/FIELD_SCALE.md
 
 # Offline bundle for Raspberry Pi OS Bookworm 64-bit -> build/bundles/ (needs PyPI).
 bundle: setup

@@ -9,47 +9,23 @@ import os
 MAX_THREADS = 64
 
 
-def thread_count(text: str) -> int:
-    """1..MAX_THREADS interpreter threads."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_THREADS}")
-    return value
+def _checked(convert, accept, requirement: str):
+    """An argparse type: convert the text, then accept(value) or refuse it with the requirement."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if convert is int else 'number'}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} {requirement}")
+        return value
+    return parse
 
 
-def positive_number(text: str) -> float:
-    """A finite number > 0 (no nan, no inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
-    return value
-
-
-def frame_rate(text: str) -> float:
-    """A finite number >= 0 frames per second; 0 replays as fast as possible."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number, 0 or more")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+thread_count = _checked(int, lambda v: 1 <= v <= MAX_THREADS, f"is not between 1 and {MAX_THREADS}")
+positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")
+positive_number = _checked(float, lambda v: math.isfinite(v) and v > 0, "must be a finite number above 0")
+frame_rate = _checked(float, lambda v: math.isfinite(v) and v >= 0, "must be a finite number, 0 or more (0: unpaced)")
 
 
 def _cannot_create_in(folder: str) -> str | None:
