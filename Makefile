@@ -39,7 +39,7 @@ demo: setup
 models: brain-model leukemia-model
 
 LEUKEMIA_CV := $(BIN)/edge-train leukemia --cv 5 --data $(DATA)/cnmc --epochs 24
-LEUKEMIA_RUNS := runs/cv/fixed_basic runs/cv/tight_basic runs/cv/fixed_basic_norm runs/cv/fixed_stain
+LEUKEMIA_RUNS := runs/cv/fixed_basic runs/cv/tight_basic runs/cv/fixed_basic_norm runs/cv/fixed_stain runs/cv/fixed_stain_blur
 BRAIN_CV := $(BIN)/edge-train brain --cv 5 --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h --epochs 24
 
 leukemia-experiments: setup
@@ -47,14 +47,15 @@ leukemia-experiments: setup
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/tight_basic --cell-crop tight
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_basic_norm --cell-crop fixed --stain-norm
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain --cell-crop fixed --augment stain
+	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur --cell-crop fixed --augment stain_blur
 	mkdir -p models/training/leukemia
 	$(BIN)/python -m train.compare_cv $(LEUKEMIA_RUNS) --out models/training/leukemia/COMPARISON.md
 
 leukemia-model: setup
-	$(LEUKEMIA_CV) --out runs/cv/fixed_stain --cell-crop fixed --augment stain
-	$(BIN)/edge-convert runs/cv/fixed_stain --out models --name leukemia
+	$(LEUKEMIA_CV) --out runs/cv/fixed_stain_blur --cell-crop fixed --augment stain_blur
+	$(BIN)/edge-convert runs/cv/fixed_stain_blur --out models --name leukemia
 	mkdir -p models/training/leukemia
-	cp runs/cv/fixed_stain/cv.md runs/cv/fixed_stain/cv.json runs/cv/fixed_stain/config.json models/training/leukemia/
+	cp runs/cv/fixed_stain_blur/cv.md runs/cv/fixed_stain_blur/cv.json runs/cv/fixed_stain_blur/config.json models/training/leukemia/
 
 brain-experiments: setup
 	$(BRAIN_CV) --cv-only --out runs/cv/brain_128

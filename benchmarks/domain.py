@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = data_root(args.data)
     rows = [row for model in args.models for row in measure(model, root, args.limit)]
-    text = markdown(rows, "python -m benchmarks.domain " + " ".join(argv if argv is not None else []))
+    text = markdown(rows, " ".join(["python -m benchmarks.domain", *(sys.argv[1:] if argv is None else argv)]))
     print(text)
     if args.out:
         Path(args.out).write_text(text)
