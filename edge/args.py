@@ -60,3 +60,17 @@ def unwritable_file(path: str) -> str | None:
 def unwritable_folder(path: str) -> str | None:
     """Why files cannot be created in the folder path, made if needed (None when they can)."""
     return _cannot_create_in(_nearest_existing(os.path.abspath(path)))
+
+
+def host_port(text: str) -> tuple[str, int] | None:
+    """HOST:PORT for edge-live --serve (an IPv6 host in brackets: [::1]:8080; port 0: any free port).
+    An empty value is None, off: the service passes --serve "$EDGE_LIVE_SERVE" even when unset."""
+    if not text.strip():
+        return None
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port 0-65535 "
+                                         "(e.g. 127.0.0.1:8080, or 0.0.0.0:8080 for other machines)")
+    return host, int(port)

@@ -8,6 +8,7 @@ SOURCE is picamera2[:N], a camera index (0 = /dev/video0), a video file or strea
 of images (replayed at --fps). Capture runs in its own thread and only the newest frame is
 classified. A lost camera is reopened with backoff. Ctrl-C or SIGTERM stop cleanly.
 With a window: `s` saves a snapshot, `q` quits. Headless: SIGUSR1 saves a snapshot.
+--serve HOST:PORT serves a web page with the live view, the session and a focus meter (edge/web.py).
 
 Exit status: 0 on a normal stop, 1 when the source cannot be opened, 2 for a usage or model error.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import statistics
 import sys
@@ -26,7 +28,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from edge.args import frame_rate, positive_int, positive_number, thread_count, unwritable_file, unwritable_folder
+from edge.args import frame_rate, host_port, positive_int, positive_number, thread_count, unwritable_file, unwritable_folder
 from edge.classifier import STAGES, Classifier
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
@@ -37,6 +39,7 @@ STATUS_INTERVAL_S = 2.0
 SCALE_HISTORY = 50  # field mode: the red-cell scale is the median estimate of the latest frames
 STAGE_HISTORY = 1000  # the summary's medians are over at most this many latest frames
 POSITIVE_SNAPSHOT_INTERVAL_S = 1.0  # at most one snapshot a second when saving every positive
+FOCUS_HISTORY = 150  # the focus bar is full at the best figure of the latest frames (5 s at 30 fps)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="answer 'uncertain' near the threshold or out of domain, instead of a label")
     parser.add_argument("--session", default="session",
                         help="name of this session (a slide, a patient), in every log record with its running summary")
+    parser.add_argument("--serve", type=host_port, metavar="HOST:PORT",
+                        help="serve the live page, stream and API (127.0.0.1:8080: this device only; any other "
+                             "address needs a token; empty: off)")
+    parser.add_argument("--serve-fps", type=positive_number, default=10.0,
+                        help="most frames a second streamed to viewers (default 10)")
+    parser.add_argument("--token-file", help="the token that --serve asks every request for (default beyond "
+                                             "127.0.0.1: one generated and printed once at start)")
     args = parser.parse_args(argv)
     if args.snapshot_positives and not args.snapshots:
         parser.error("--snapshot-positives needs --snapshots DIR")
@@ -142,8 +152,8 @@ def now_iso() -> str:
 class LiveRun:
     """One run of the capture -> classify -> overlay -> log loop."""
 
-    def __init__(self, args: argparse.Namespace, classifier, source, log: ResultsLog | None):
-        self.args, self.classifier, self.source, self.log = args, classifier, source, log
+    def __init__(self, args: argparse.Namespace, classifier, source, log: ResultsLog | None, web=None):
+        self.args, self.classifier, self.source, self.log, self.web = args, classifier, source, log, web
         self.positive_label = classifier.labels[1]
         self.stop_requested = threading.Event()
         self.snapshot_requested = threading.Event()
@@ -158,10 +168,16 @@ class LiveRun:
         self.window = None if args.headless else self._open_window()
         self.skipped_reported = 0
         self.failed_frames = 0
+        self.focus_history: deque[float] = deque(maxlen=FOCUS_HISTORY)
+        # args.session, summary and totals change together (a frame, or a session started from the web page)
+        self.session_lock = threading.Lock()
+        self.session_offset = os.fstat(log.fd).st_size if log else 0  # where this run's session starts in the log
 
     # -- events and output ------------------------------------------------------------------
     def event(self, kind: str, message: str) -> None:
         say(message)
+        if self.web:
+            self.web.add_event(kind, message)
         if self.log:
             self.log.write({"time": now_iso(), "event": kind, "source": str(self.source), "message": message})
 
@@ -258,8 +274,30 @@ class LiveRun:
             ratio = self.totals["blasts"] / self.totals["cells"] if self.totals["cells"] else 0.0
             lines.append(f"cells {self.totals['cells']}  blasts {self.totals['blasts']} ({ratio:.0%})"
                          + (f"  ? {self.totals['out_of_domain']}" if self.totals["out_of_domain"] else ""))
-        lines.append(f"{self.args.session}: {self.summary.as_dict()['call']}")
+        lines.append(f"{self.args.session or 'no session'}: {self.summary.as_dict()['call']}")
         return lines
+
+    def change_session(self, name: str | None) -> dict:
+        """End the current session (a session_end record with its final summary) and start `name`
+        (session_start), or none: records then carry "session": null until one is started. The
+        running summary and field totals start over."""
+        with self.session_lock:
+            ended, final = self.args.session, self.summary.as_dict()
+            if self.log and ended is not None:
+                self.log.write({"time": now_iso(), "event": "session_end", "session": ended, "summary": final,
+                                **({"totals": dict(self.totals)} if self.args.mode == "field" else {})})
+            self.session_offset = os.fstat(self.log.fd).st_size if self.log else 0
+            if self.log and name is not None:
+                self.log.write({"time": now_iso(), "event": "session_start", "session": name})
+            self.args.session = name
+            self.summary = SessionSummary(self.classifier.labels, self.classifier.spec.decision_fraction or 0.5)
+            self.totals = dict.fromkeys(self.totals, 0)
+        message = (f"session {ended!r} ended ({final['images']} inputs, call {final['call']}); " if ended is not None
+                   else "") + (f"session {name!r} started" if name is not None else "no session until one is started")
+        say(message)
+        if self.web:
+            self.web.add_event("session", message)
+        return {"ended": ended, "ended_summary": final if ended is not None else None, "session": name}
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -291,10 +329,13 @@ class LiveRun:
         self.frame_times.append(classified)
         drawing_started = time.perf_counter()
         import cv2
-        from edge.overlay import draw_status
+        from edge.overlay import draw_focus, draw_status, focus_measure
+        focus = focus_measure(rgb, [cell["box"] for cell in record.get("cells", ())])
+        self.focus_history.append(focus)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         draw(bgr)
         draw_status(bgr, self.status_lines((classified - frame.captured) * 1000))
+        draw_focus(bgr, focus, max(self.focus_history))
         timings["overlay"] = (time.perf_counter() - drawing_started) * 1000
         timings = {"capture_wait": wait_ms, **timings, "end_to_end": (time.monotonic() - frame.captured) * 1000}
         for stage, value in timings.items():
@@ -302,8 +343,10 @@ class LiveRun:
         if self.log:
             self.log.write({"time": now_iso(), "frame": frame.number, "source": str(self.source),
                             "mode": self.args.mode, "session": self.args.session, **record,
-                            "summary": self.summary.as_dict(),
+                            "focus": round(focus, 1), "summary": self.summary.as_dict(),
                             "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
+        if self.web:
+            self.web.publish(bgr, record, frame.number, self.positive_label, rgb)
         label = "positive" if positive else "negative"
         if self.args.snapshots and (self.snapshot_requested.is_set() or (
                 positive and self.args.snapshot_positives
@@ -350,7 +393,8 @@ class LiveRun:
                         break
                     continue
                 try:
-                    self.process(frame, (time.perf_counter() - waiting) * 1000)
+                    with self.session_lock:
+                        self.process(frame, (time.perf_counter() - waiting) * 1000)
                 except Exception as error:  # one bad frame is an event, never the end of the run
                     self.frame_failed(frame.number, error)
                 if self.args.max_frames and self.frames >= self.args.max_frames:
@@ -366,6 +410,8 @@ class LiveRun:
                        "fps": round(self.frames / elapsed, 2) if elapsed else 0.0,
                        "median_ms": {stage: round(statistics.median(values), 3)
                                      for stage, values in self.stage_ms.items()}}
+            if self.web:
+                self.web.source_state = "ended" if frames.ended else "stopped"
         summary["session"] = self.args.session
         summary["summary"] = self.summary.as_dict()
         if self.args.mode == "field":
@@ -391,7 +437,7 @@ def print_summary(summary: dict) -> None:
               f"out of domain {totals['out_of_domain']}", file=sys.stderr)
     session = summary["summary"]
     low, high = session["positive_fraction_ci95"]
-    print(f"edge-live: session {summary['session']}: {session['classified']} classified, {session['out_of_domain']} out "
+    print(f"edge-live: session {summary['session'] or '(none)'}: {session['classified']} classified, {session['out_of_domain']} out "
           f"of domain, positive fraction 95% CI {low:.1%}-{high:.1%}: call {session['call']}", file=sys.stderr)
 
 
@@ -407,6 +453,18 @@ def main(argv=None) -> int:
     except ImportError:
         print("edge-live: needs OpenCV: pip install 'edge-medical[camera]'", file=sys.stderr)
         return 2
+    token = None
+    if args.serve:
+        from edge.web import is_loopback, read_token
+        if args.token_file:
+            try:
+                token = read_token(args.token_file)
+            except (OSError, ValueError) as error:
+                print(f"edge-live: --token-file {args.token_file}: {getattr(error, 'strerror', None) or error}",
+                      file=sys.stderr)
+                return 2
+        elif not is_loopback(args.serve[0]):
+            token = secrets.token_urlsafe(24)  # printed once below, never logged
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
                                 check_quality=not args.no_quality, abstain=args.abstain)
@@ -423,13 +481,30 @@ def main(argv=None) -> int:
     except SourceError as error:
         print(f"edge-live: {error}", file=sys.stderr)
         return 1
+    web = None
+    if args.serve:
+        from edge.web import WebServer
+        try:
+            web = WebServer(args.serve, token, max_fps=args.serve_fps)
+        except OSError as error:
+            print(f"edge-live: --serve {args.serve[0]}:{args.serve[1]}: cannot listen there "
+                  f"({error.strerror or error})", file=sys.stderr)
+            source.close()
+            return 2
+
+    def log_problem(message: str) -> None:  # a full disk: said, and shown on the web page
+        say(message)
+        if web:
+            web.add_event("log", message)
     try:
-        log = ResultsLog(args.log, on_problem=say) if args.log else None
+        log = ResultsLog(args.log, on_problem=log_problem) if args.log else None
     except OSError as error:
         print(f"edge-live: --log {args.log}: {error.strerror or error}", file=sys.stderr)
         source.close()
+        if web:
+            web.close()
         return 2
-    run = LiveRun(args, classifier, source, log)
+    run = LiveRun(args, classifier, source, log, web)
 
     def request_stop(signum, _frame):
         run.stop_requested.set()
@@ -439,10 +514,19 @@ def main(argv=None) -> int:
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     if log:
         log.write({"time": now_iso(), "event": "start", "session": args.session, "source": str(source), "mode": args.mode,
-                   "model": str(classifier.model_path), "runtime": classifier.runtime})
+                   "model": str(classifier.model_path), "runtime": classifier.runtime,
+                   **({"serve": f"{args.serve[0]}:{web.server_address[1]}"} if web else {})})
+    if web:
+        web.start(run)
+        if args.token_file:
+            say(f"live page at {web.page_url(token_shown='<the token in ' + args.token_file + '>')}")
+        else:
+            say(f"live page at {web.page_url()}" + (" (the token is shown only here, never logged)" if token else ""))
     try:
         summary = run.run()
     finally:
+        if web:
+            web.close()
         classifier.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -70,3 +70,46 @@ def draw_unclassified(frame: np.ndarray, box: tuple[int, int, int, int]) -> None
     """A thin grey box around a cell that was found but not classified."""
     x, y, width, height = (int(v) for v in box)
     cv2.rectangle(frame, (x, y), (x + width, y + height), UNCLASSIFIED_BGR, 1)
+
+
+FOCUS_SIDE = 320  # the focus figure is measured on a copy at most this large (cheap on a Pi)
+
+
+def focus_measure(rgb: np.ndarray, boxes=()) -> float:
+    """Sharpness: the variance of the Laplacian of the grey frame, over the boxes (x, y, width,
+    height) when there are any (field mode: the cells), else over the whole frame. It peaks when
+    the frame is in focus; its scale depends on the scene, so compare it with itself while focusing."""
+    height, width = rgb.shape[:2]
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    scale = min(1.0, FOCUS_SIDE / max(height, width))
+    if scale < 1:
+        gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
+                          interpolation=cv2.INTER_AREA)
+    laplacian = cv2.Laplacian(gray, cv2.CV_32F)
+    mask = None
+    if len(boxes):
+        mask = np.zeros(laplacian.shape, dtype=np.uint8)
+        for x, y, box_width, box_height in boxes:
+            mask[int(y * scale):int(np.ceil((y + box_height) * scale)),
+                 int(x * scale):int(np.ceil((x + box_width) * scale))] = 1
+        if not mask.any():
+            mask = None
+    _, std = cv2.meanStdDev(laplacian, mask=mask)
+    return float(std[0, 0]) ** 2
+
+
+def draw_focus(frame: np.ndarray, value: float, peak: float) -> None:
+    """A focus bar in the top-right corner: full at the highest figure of the last seconds, green
+    within 10% of it, so the focus knob is turned until the bar is full."""
+    scale = _scale(frame)
+    share = min(1.0, value / peak) if peak > 0 else 0.0
+    bar_width, bar_height = int(120 * scale / 0.6), max(6, int(10 * scale / 0.6))
+    x = frame.shape[1] - bar_width - 8
+    label = f"focus {value:.0f}"
+    (text_width, text_height), _ = cv2.getTextSize(label, FONT, scale, 1)
+    _text(frame, label, (frame.shape[1] - text_width - 8, text_height + 6), scale)
+    y = text_height + 14
+    cv2.rectangle(frame, (x - 1, y - 1), (x + bar_width + 1, y + bar_height + 1), (0, 0, 0), -1)
+    cv2.rectangle(frame, (x, y), (x + bar_width, y + bar_height), (80, 80, 80), -1)  # the empty track
+    cv2.rectangle(frame, (x, y), (x + int(bar_width * share), y + bar_height),
+                  NEGATIVE_BGR if share >= 0.9 else TEXT_BGR, -1)
