@@ -40,7 +40,8 @@ class OnnxEngine:
         self.feed = {self.input_name: image[None].astype(np.float32)}
 
     def invoke(self) -> None:
-        self.output = self.session.run(None, self.feed)[0]
+        outputs = self.session.run(None, self.feed)  # the score, and the pooled features of a model that has them
+        self.output = next(output for output in outputs if np.asarray(output).size == 1)
 
     def score(self) -> float:
         return float(np.asarray(self.output).ravel()[0])
