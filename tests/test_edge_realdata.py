@@ -10,6 +10,7 @@ import pytest
 
 from conftest import shared_data
 from edge.classifier import Classifier
+from train.data_root import data_root, resolve
 
 pytestmark = pytest.mark.realdata
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def _recorded(task: str):
     verification = json.loads((ROOT / "models" / f"{task}_verification.json").read_text())
     scores = verification["reference_scores"]
     picks = np.linspace(0, len(scores["paths"]) - 1, PER_MODEL).astype(int)
-    paths = [str((ROOT / scores["paths"][i]).resolve()) for i in picks]
+    paths = [resolve(scores["paths"][i], data_root()) for i in picks]
     return paths, [scores["int8"][i] for i in picks], [scores["labels"][i] for i in picks], verification["threshold"]
 
 
