@@ -89,6 +89,25 @@ integer (int8 weights, activations, input and output), calibrated on
 float32 / int8 agreement: {verification['agreement']:.4f} of these images get the same label; int8 weighted F1
 {verification['int8_weighted_f1_drop_pp']:+.2f} points below float32 (negative: above).
 
+## Knowing when not to answer
+{_abstention_section(verification, metadata)}
+
 ## Limitations
 {LIMITATIONS[task]}
 """
+
+
+def _abstention_section(verification: dict, metadata: dict) -> str:
+    if "domain" not in metadata:
+        return "This model has no out-of-domain check."
+    flagged = verification["out_of_domain"]["int8"]
+    session = verification["session"]["int8"]
+    return (f"A second output carries the pooled features; an image whose Mahalanobis distance to the training "
+            f"features exceeds {metadata['domain']['threshold']:.2f} is flagged out of domain (int8: "
+            f"{flagged['flag_rate_unseen']:.1%} of {verification['evaluated_on']}). `--abstain` answers `uncertain` "
+            f"within {metadata['abstain_margin']:.3f} of the threshold or out of domain. A session (`--summary`, "
+            f"`edge-live --session`) is called `{metadata['labels'][1]}` when the Wilson 95% interval of its share "
+            f"called positive lies above {session['decision_fraction']:.3f}, `{metadata['labels'][0]}` when below, "
+            f"`uncertain` otherwise; on the out-of-fold groups as sessions ({session['chosen_on']}): {session['right']} "
+            f"right, {session['uncertain']} uncertain, {session['wrong']} wrong. Measured against other images: "
+            "`benchmarks/DOMAIN.md`.")
