@@ -15,9 +15,11 @@ LIMITATIONS = {
              "population; sequences, orientations and pathologies outside these sets are out of domain.",
     "leukemia": "C-NMC has few patients (27 ALL, 14 normal) and two normal subjects hold most normal cells, so "
                 "every figure rests on 14 normal subjects and varies from fold to fold (see the spread). Stain and "
-                "microscope differences between sites shift the input; cells cropped from other smears (e.g. the "
-                "Taleqani fields) are out of domain until measured. The input keeps the cell's size (a fixed "
-                "window of the C-NMC magnification): cells from another magnification must be rescaled first.",
+                "microscope differences between sites shift the input; cells cropped from other smears are out of "
+                "domain: the domain check flags every white cell of the Taleqani fields, at the camera's scale and "
+                "at the training scale (benchmarks/FIELD_SCALE.md). The input keeps the cell's size (a fixed "
+                "window of the C-NMC magnification): cells from another magnification must be rescaled first "
+                "(field mode does, from the red cells or --um-per-pixel).",
 }
 
 
