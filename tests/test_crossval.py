@@ -206,3 +206,11 @@ def test_compare_cv_tables_runs_and_their_ensemble(cv_run, tmp_path, capsys):
     assert len(rows) == 4 and rows[-1].startswith(f"| ensemble {cv_run.name} + {cv_run.name} |")
     assert main([str(cv_run), str(tmp_path / "absent")]) == 2
     assert "compare_cv:" in capsys.readouterr().err
+
+
+def test_light_augmentation_is_the_flip_and_a_small_shift_only():
+    from train.model import augmentation
+
+    light = augmentation("brain", light=True)
+    assert [type(layer).__name__ for layer in light.layers] == ["RandomFlip", "RandomTranslation"]
+    assert len(augmentation("brain").layers) > 2

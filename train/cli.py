@@ -45,8 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="K-fold cross-validation grouped by patient or near-duplicate group (default K 5): epoch and threshold chosen on "
                              "pooled out-of-fold scores, then the model trained on all data (small backbone)")
     parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
-    parser.add_argument("--augment", choices=["basic", "stain", "stain_blur"], default="basic",
-                        help="with --cv: basic (geometry, brightness, contrast, hue), stain (+ HED stain, gamma jitter), stain_blur (+ Gaussian blur)")
+    parser.add_argument("--augment", choices=["light", "basic", "stain", "stain_blur"], default="basic",
+                        help="with --cv: light (flip, small shift), basic (geometry, brightness, contrast, hue), stain (+ HED stain, gamma jitter), stain_blur (+ Gaussian blur)")
     parser.add_argument("--tta", action="store_true",
                         help="with --cv, brain: choose on mirror test-time-augmented scores and ship the mirror inside the model")
     parser.add_argument("--ensemble", nargs="+", metavar="RUN",

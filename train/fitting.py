@@ -15,7 +15,7 @@ def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
 
     from train.model import augmentation
 
-    augment = augmentation(task)
+    augment = augmentation(task, light=recipe["augment"] == "light")
     rng = np.random.default_rng(recipe["seed"])
     dataset = (tf.data.Dataset.from_tensor_slices((x, y.astype("float32")))
                .shuffle(len(x), seed=recipe["seed"], reshuffle_each_iteration=True)
@@ -35,7 +35,7 @@ def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
         if task != "leukemia":
             raise ValueError("stain augmentation is for cells (leukemia)")
         dataset = dataset.map(with_stain, num_parallel_calls=1)
-    elif recipe["augment"] != "basic":
+    elif recipe["augment"] not in ("basic", "light"):
         raise ValueError(f"unknown augmentation {recipe['augment']!r}")
     return (dataset.map(lambda images, labels: (augment(images, training=True), labels),
                         num_parallel_calls=tf.data.AUTOTUNE)

@@ -31,9 +31,14 @@ def build_model(input_shape: tuple[int, int, int], width: int = 16, dropout: flo
     return keras.Model(inputs, outputs, name="edge_cnn")
 
 
-def augmentation(task: str) -> keras.Sequential:
+def augmentation(task: str, light: bool = False) -> keras.Sequential:
     """Training-only augmentation: the seeds' geometry, plus stain/colour jitter and any
-    orientation for cells (a cell on a slide has no up)."""
+    orientation for cells (a cell on a slide has no up). light: the flip and a small translation
+    only (to measure how much the rest helps)."""
+    if light:
+        flip = "horizontal" if task == "brain" else "horizontal_and_vertical"
+        return keras.Sequential([layers.RandomFlip(flip), layers.RandomTranslation(0.05, 0.05, fill_mode="constant")],
+                                name=f"{task}_light_augmentation")
     geometry = [
         layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
         layers.RandomShear(x_factor=0.1, y_factor=0.1, fill_mode="constant"),
