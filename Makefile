@@ -61,9 +61,10 @@ brain-experiments: setup
 	$(BRAIN_CV) --epochs 24 --cv-only --out runs/cv/brain_128
 	$(BRAIN_CV) --epochs 24 --cv-only --out runs/cv/brain_128_light --augment light
 	$(BRAIN_CV) --epochs 24 --cv-only --out runs/cv/brain_160 --size 160
+	$(BRAIN_CV) --epochs 24 --tta --cv-only --out runs/cv/brain_160_light --size 160 --augment light
 	$(BRAIN_CV) --epochs 32 --tta --cv-only --out runs/cv/brain_192_e32 --size 192
 	mkdir -p models/training/brain
-	$(BIN)/python -m train.compare_cv runs/cv/brain_128 runs/cv/brain_128_light runs/cv/brain_160 runs/cv/brain_192_e32 --out models/training/brain/COMPARISON.md
+	$(BIN)/python -m train.compare_cv runs/cv/brain_128 runs/cv/brain_128_light runs/cv/brain_160 runs/cv/brain_160_light runs/cv/brain_192_e32 --out models/training/brain/COMPARISON.md
 
 brain-model: setup
 	$(BRAIN_CV) --epochs 32 --tta --out runs/cv/brain_192_e32 --size 192
