@@ -91,11 +91,32 @@ integer (int8 weights, activations, input and output), calibrated on
 float32 / int8 agreement: {verification['agreement']:.4f} of these images get the same label; int8 weighted F1
 {verification['int8_weighted_f1_drop_pp']:+.2f} points below float32 (negative: above).
 
+{_per_group_section(verification)}
 ## Knowing when not to answer
 {_abstention_section(verification, metadata)}
 
 ## Limitations
 {LIMITATIONS[task]}
+"""
+
+
+GROUP_TABLE_ROWS = 60  # every group listed up to this many (41 patients); beyond, the wrong ones only
+
+
+def _per_group_section(verification: dict) -> str:
+    groups = verification.get("per_group_int8")
+    if not groups:
+        return ""
+    wrong = [g for g in groups if not g["majority_right"]]
+    shown = groups if len(groups) <= GROUP_TABLE_ROWS else wrong
+    rows = "\n".join(f"| {g['group']} | {g['label']} | {g['images']} | {g['mean_score']:.3f} | {g['positive_share']:.1%} | "
+                     f"{'yes' if g['majority_right'] else '**no**'} |" for g in shown)
+    which = "every group" if shown is groups else f"the {len(wrong)} of {len(groups)} groups whose majority call is wrong"
+    return f"""## Per patient or group (int8, out of fold: {which})
+| group | label | images | mean score | called positive | majority right |
+|---|---|---|---|---|---|
+{rows}
+
 """
 
 
