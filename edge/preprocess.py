@@ -1,7 +1,7 @@
 """The one definition of how a pixel becomes model input, shared by training, conversion and the device.
 
 A preprocessing spec is a small JSON-able dict stored with every model, e.g.
-``{"name": "brain_mri", "size": 128}`` or ``{"name": "cnmc_cell", "size": 96, "crop": "tight"}``.
+``{"name": "brain_mri", "size": 128}`` (``"crop": "none"`` keeps the whole slice) or ``{"name": "cnmc_cell", "size": 96, "crop": "tight"}``.
 ``preprocess(rgb, spec)`` turns an HxWx3 uint8 RGB array into a float32 (size, size, channels)
 array in [0, 1]. Only numpy and Pillow are used, so it runs unchanged on a Raspberry Pi.
 """
@@ -37,6 +37,7 @@ def default_spec(task: str, size: int | None = None) -> dict:
 
 PREPROCESSING_NAMES = ("brain_mri", "cnmc_cell")
 CELL_CROPS = ("tight", "fixed")
+BRAIN_CROPS = ("head", "none")  # head: the extreme-points crop (default); none: the whole slice, squared
 STAIN_NORMALIZATIONS = ("channel-mean",)
 MAX_INPUT_SIZE = 1024
 
@@ -51,12 +52,13 @@ def check_preprocessing(spec) -> None:
     size = spec.get("size")
     if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= MAX_INPUT_SIZE):
         raise ValueError(f"size must be an integer from 8 to {MAX_INPUT_SIZE}, got {json.dumps(size)[:40]}")
-    allowed = {"name", "size"} | ({"crop", "stain"} if name == "cnmc_cell" else set())
+    allowed = {"name", "size", "crop"} | ({"stain"} if name == "cnmc_cell" else set())
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ValueError(f"unknown parameter {unknown[0]!r} for {name}")
-    if name == "cnmc_cell" and spec.get("crop", "tight") not in CELL_CROPS:
-        raise ValueError(f"unknown crop {json.dumps(spec['crop'])[:40]}; expected one of {', '.join(CELL_CROPS)}")
+    crops = CELL_CROPS if name == "cnmc_cell" else BRAIN_CROPS
+    if spec.get("crop", crops[0]) not in crops:
+        raise ValueError(f"unknown crop {json.dumps(spec['crop'])[:40]}; expected one of {', '.join(crops)}")
     if spec.get("stain") is not None and spec["stain"] not in STAIN_NORMALIZATIONS:
         raise ValueError(f"unknown stain {json.dumps(spec['stain'])[:40]}; expected one of "
                          f"{', '.join(STAIN_NORMALIZATIONS)}")
@@ -85,6 +87,11 @@ def _square_crop(image: Image.Image, center_x: float, center_y: float, side: int
     left = int(round(center_x - side / 2))
     top = int(round(center_y - side / 2))
     return image.crop((left, top, left + side, top + side))  # Pillow pads with black
+
+
+def whole_square(gray: Image.Image) -> Image.Image:
+    """The whole slice, centred in a square with black padding."""
+    return _square_crop(gray, gray.width / 2, gray.height / 2, max(gray.size))
 
 
 def brain_crop(gray: Image.Image) -> Image.Image:
@@ -140,7 +147,8 @@ def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
     size = int(spec["size"])
     image = Image.fromarray(rgb)
     if spec["name"] == "brain_mri":
-        image = brain_crop(image.convert("L"))
+        crop = brain_crop if spec.get("crop", "head") == "head" else whole_square
+        image = crop(image.convert("L"))
     elif spec["name"] == "cnmc_cell":
         image = cell_crop(image, spec.get("crop", "tight"))
         if spec.get("stain") == "channel-mean":

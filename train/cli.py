@@ -40,10 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--frozen-epochs", type=int, default=5,
                         help="lite0: epochs training only the head before the whole network is fine-tuned")
     parser.add_argument("--cell-crop", choices=["tight", "fixed"], default="tight", help="leukemia crop (see edge/preprocess.py)")
+    parser.add_argument("--brain-crop", choices=["head", "none"], default="head",
+                        help="brain: head (crop to the head, default) or none (the whole slice)")
     parser.add_argument("--stain-norm", action="store_true", help="leukemia: normalise each cell's channel means")
     parser.add_argument("--cv", type=int, nargs="?", const=5, metavar="K",
                         help="K-fold cross-validation grouped by patient or near-duplicate group (default K 5): epoch and threshold chosen on "
-                             "pooled out-of-fold scores, then the model trained on all data (small backbone)")
+                             "pooled out-of-fold scores, then the model trained on all data")
     parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
     parser.add_argument("--augment", choices=["light", "basic", "stain", "stain_blur"], default="basic",
                         help="with --cv: light (flip, small shift), basic (geometry, brightness, contrast, hue), stain (+ HED stain, gamma jitter), stain_blur (+ Gaussian blur)")
@@ -53,6 +55,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="average the models of these --cv runs (same preprocessing and folds) into one model")
     parser.add_argument("--cache", default="runs/cache", help="folder for preprocessed arrays (one .npz per spec)")
     return parser.parse_args(argv)
+
+
+def apply_crop_options(spec: dict, args: argparse.Namespace) -> None:
+    """The crop and stain options in the preprocessing spec (a brain spec names its crop only when it
+    is not the default head crop, so earlier specs and caches stay valid)."""
+    if args.task == "leukemia":
+        spec["crop"] = args.cell_crop
+        if args.stain_norm:
+            spec["stain"] = "channel-mean"
+    elif args.brain_crop != "head":
+        spec["crop"] = args.brain_crop
 
 
 def prepare_data(args: argparse.Namespace, spec: dict):
@@ -101,10 +114,7 @@ def train(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     labels = labels_for(args.task)
     spec = default_spec(args.task, args.size)
-    if args.task == "leukemia":
-        spec["crop"] = args.cell_crop
-        if args.stain_norm:
-            spec["stain"] = "channel-mean"
+    apply_crop_options(spec, args)
     started = time.time()
     split, arrays = prepare_data(args, spec)
     save_split(split, out / "split.json")
@@ -189,8 +199,8 @@ def main(argv=None) -> int:
     if args.tta and (args.cv is None or args.task != "brain"):
         print("edge-train: --tta is for --cv brain runs (cells gained nothing from it; see the README)", file=sys.stderr)
         return 2
-    if args.cv is not None and (args.backbone != "small" or args.split):
-        print("edge-train: --cv trains the small backbone and makes its own folds (no --split)", file=sys.stderr)
+    if args.cv is not None and args.split:
+        print("edge-train: --cv makes its own folds (no --split)", file=sys.stderr)
         return 2
     try:
         if args.ensemble:

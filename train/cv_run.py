@@ -13,6 +13,7 @@ import numpy as np
 from edge.labels import labels_for
 from edge.preprocess import default_spec
 from train.arrays import cached_arrays
+from train.cli import apply_crop_options
 from train.crossval import choose_epoch, group_folds, run_folds, save_json, summarize
 from train.datasets import find_brain_images, find_cnmc_images
 from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
@@ -21,8 +22,11 @@ from train.splits import summarize as summarize_split
 
 
 def recipe_from(args: argparse.Namespace, spec: dict) -> dict:
-    return {"preprocessing": spec, "backbone": "small", "width": args.width, "learning_rate": args.learning_rate,
-            "horizon": args.epochs, "batch_size": args.batch_size, "augment": args.augment, "seed": args.seed}
+    recipe = {"preprocessing": spec, "backbone": args.backbone, "width": args.width, "learning_rate": args.learning_rate,
+              "horizon": args.epochs, "batch_size": args.batch_size, "augment": args.augment, "seed": args.seed}
+    if args.backbone == "lite0":
+        recipe["frozen_epochs"] = args.frozen_epochs
+    return recipe
 
 
 def train_with_cv(args: argparse.Namespace) -> dict:
@@ -31,10 +35,8 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     labels = labels_for(args.task)
     spec = default_spec(args.task, args.size)
     started = time.time()
+    apply_crop_options(spec, args)
     if args.task == "leukemia":
-        spec["crop"] = args.cell_crop
-        if args.stain_norm:
-            spec["stain"] = "channel-mean"
         samples = [s for root in args.data for s in find_cnmc_images(root)]
         kept, x, y, _ = cached_arrays(samples, spec, args.cache)
         groups = np.array([s.patient for s in kept])
@@ -134,15 +136,23 @@ def _at_own_threshold(task: str, y, scores, labels) -> dict:
     return {k: metrics[k] for k in ("threshold", "weighted_f1", "accuracy", "roc_auc")}
 
 
+def _network_and_schedule(recipe: dict) -> str:
+    if recipe["backbone"] == "lite0":
+        return (f"ImageNet EfficientNet-Lite0, its head alone for {recipe['frozen_epochs']} epochs at "
+                f"{recipe['learning_rate']}, then every layer with cosine decay from {recipe['learning_rate'] / 20:g} "
+                f"to epoch {recipe['horizon']} (Adam)")
+    return (f"{recipe['backbone']} CNN width {recipe['width']}, Adam with cosine decay from {recipe['learning_rate']} "
+            f"over {recipe['horizon']} epochs")
+
+
 def cv_markdown(cv: dict) -> str:
     pooled, spread = cv["pooled"], cv["fold_mean_sd"]
     recipe = cv["recipe"]
     lines = [
         f"# Cross-validation by {cv['grouped_by']}: {cv['cells']} images, {cv['patients']} groups, {cv['folds']} folds",
         "",
-        f"Recipe: preprocessing `{json.dumps(recipe['preprocessing'])}`, {recipe['backbone']} CNN width {recipe['width']}, "
-        f"augmentation `{recipe['augment']}`, Adam with cosine decay from {recipe['learning_rate']} over "
-        f"{recipe['horizon']} epochs, batch {recipe['batch_size']}, balanced class weights, seed {recipe['seed']}.",
+        f"Recipe: preprocessing `{json.dumps(recipe['preprocessing'])}`, {_network_and_schedule(recipe)}, "
+        f"augmentation `{recipe['augment']}`, batch {recipe['batch_size']}, balanced class weights, seed {recipe['seed']}.",
         *([f"Ensemble, scores averaged: " + "; ".join(f"`{m['run']}` (epoch {m['epoch']})" for m in recipe["ensemble_of"]) + "."]
           if "ensemble_of" in recipe else []),
         *([f"Scored with test-time augmentation ({cv['test_time_augmentation']}), inside the shipped model; "

@@ -43,26 +43,44 @@ def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
 
 
 def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_epoch=None, verbose: int = 0):
-    """-> the model after `epochs` epochs; on_epoch(epoch_number, model) is called after each one."""
+    """-> the model after `epochs` epochs; on_epoch(epoch_number, model) is called after each one.
+    The small CNN trains on a cosine schedule from the learning rate over the horizon. Lite0 trains
+    its head alone at the learning rate for `frozen_epochs`, then every layer on a cosine schedule
+    from a twentieth of it over the remaining epochs of the horizon."""
     import keras
     from sklearn.utils.class_weight import compute_class_weight
 
-    from train.model import build_model
+    from train.model import build_model, build_pretrained_model
 
     if epochs > recipe["horizon"]:
         raise ValueError(f"epochs {epochs} beyond the schedule horizon {recipe['horizon']}")
     keras.utils.set_random_seed(recipe["seed"])
     dataset = training_dataset(x, y, task, recipe)
     steps = int(np.ceil(len(x) / recipe["batch_size"]))
-    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"], decay_steps=steps * recipe["horizon"])
-    model = build_model(x.shape[1:], width=recipe["width"])
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy")
     weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
     callbacks = []
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, model)))
-    model.fit(dataset, epochs=epochs, class_weight={0: float(weights[0]), 1: float(weights[1])},
-              callbacks=callbacks, verbose=verbose)
+
+    def train(learning_rate, until: int, after: int = 0):
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+        model.fit(dataset, epochs=until, initial_epoch=after, class_weight={0: float(weights[0]), 1: float(weights[1])},
+                  callbacks=callbacks, verbose=verbose)
+
+    if recipe["backbone"] == "small":
+        model = build_model(x.shape[1:], width=recipe["width"])
+        train(keras.optimizers.schedules.CosineDecay(recipe["learning_rate"], decay_steps=steps * recipe["horizon"]),
+              epochs)
+        return model
+    model, backbone = build_pretrained_model(x.shape[1:])
+    frozen = recipe["frozen_epochs"]
+    backbone.trainable = False
+    train(recipe["learning_rate"], min(epochs, frozen))
+    if epochs > frozen:
+        backbone.trainable = True
+        train(keras.optimizers.schedules.CosineDecay(recipe["learning_rate"] / 20,
+                                                     decay_steps=steps * (recipe["horizon"] - frozen)),
+              epochs, after=frozen)
     return model
 
 
