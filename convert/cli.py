@@ -175,6 +175,8 @@ def convert(args: argparse.Namespace) -> bool:
                       "sha256": sha256_of(path)})
 
     fit_on = subset == "train"
+    checked = ("float32", "int8")
+    train_features = _outputs_of({p: flatbuffers[p] for p in checked}, x[fit_on])
     if cross_validated:
         evaluated_on = (f"pooled out-of-fold scores of the {config['cv']['folds']} fold models (epoch "
                         f"{config['cv']['epoch']}), each converted and calibrated on its own training folds")
@@ -186,10 +188,11 @@ def convert(args: argparse.Namespace) -> bool:
         evaluated_on = "the held-out test split"
         test = np.flatnonzero(subset == "test")
         y_eval = y[test]
+        test_outputs = _outputs_of(flatbuffers, x[test])
         all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
-                      **_scores_of(flatbuffers, x[test])}
-        unseen_distances = _unseen_distances({p: flatbuffers[p] for p in ("float32", "int8")}, x[fit_on], y[fit_on],
-                                             x[test])
+                      **{p: outputs[0] for p, outputs in test_outputs.items()}}
+        unseen_distances = {p: fitted_check(train_features[p][1], y[fit_on]).distances(test_outputs[p][1])
+                            for p in checked}
         reference = test
         shipped = {p: all_scores[p] for p in ("float32", "int8")}
     metrics = {key: evaluate(y_eval, value, threshold, tuple(labels)) for key, value in all_scores.items()}
@@ -197,8 +200,6 @@ def convert(args: argparse.Namespace) -> bool:
     agreement = float(np.mean(predictions["float32"] == predictions["int8"]))
     passed = within_tolerance(metrics["float32"], metrics["int8"], args.tolerance)
     size_ratio = files[1]["size_bytes"] / files[0]["size_bytes"]
-    checked = ("float32", "int8")
-    train_features = _outputs_of({p: flatbuffers[p] for p in checked}, x[fit_on])
     domain = {p: fitted_check(train_features[p][1], y[fit_on], flag_threshold(unseen_distances[p])) for p in checked}
     group_of = {r["path"]: r["group"] for r in split["samples"]}
     evaluated = np.arange(len(y)) if cross_validated else test
