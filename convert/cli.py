@@ -94,12 +94,13 @@ def _scores_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.nda
     return {precision: outputs[0] for precision, outputs in _outputs_of(flatbuffers, x).items()}
 
 
-def _unseen_distances(flatbuffers: dict[str, bytes], x_train, y_train, x_unseen) -> dict[str, np.ndarray]:
+def _unseen_distances(flatbuffers: dict[str, bytes], layer_sizes: list[int], x_train, y_train,
+                      x_unseen) -> dict[str, np.ndarray]:
     """Per precision: the domain check fitted on the training images' features, applied to unseen ones."""
     from convert.domain import fitted_check
 
     train_outputs, unseen_outputs = _outputs_of(flatbuffers, x_train), _outputs_of(flatbuffers, x_unseen)
-    return {precision: fitted_check(train_outputs[precision][1], y_train).distances(unseen_outputs[precision][1])
+    return {precision: fitted_check(train_outputs[precision][1], y_train, layer_sizes).distances(unseen_outputs[precision][1])
             for precision in flatbuffers}
 
 
@@ -118,13 +119,13 @@ def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> tu
     for fold, fold_model in enumerate(config["cv"]["fold_models"]):
         held = fold_of == fold
         model = keras.models.load_model(run / fold_model)
-        flatbuffers = convert_keras(with_features(model), precisions,
-                                    _calibration(x[~held], y[~held], args.calibration, args.seed))
+        featured, layer_sizes = with_features(model)
+        flatbuffers = convert_keras(featured, precisions, _calibration(x[~held], y[~held], args.calibration, args.seed))
         pooled["keras"][held] = model.predict(x[held], batch_size=256, verbose=0).ravel()
         for precision, fold_scores in _scores_of(flatbuffers, x[held]).items():
             pooled[precision][held] = fold_scores
         checked = {p: flatbuffers[p] for p in distances}
-        for precision, fold_distances in _unseen_distances(checked, x[~held], y[~held], x[held]).items():
+        for precision, fold_distances in _unseen_distances(checked, layer_sizes, x[~held], y[~held], x[held]).items():
             distances[precision][held] = fold_distances
         print(f"fold {fold}: converted and scored {int(held.sum())} held-out images", flush=True)
     return pooled, distances
@@ -163,7 +164,8 @@ def convert(args: argparse.Namespace) -> bool:
     model = keras.models.load_model(model_path)
     precisions = ["float32", "int8"] + ["float16"] * args.float16 + ["dynamic"] * args.dynamic
     print(f"converting {model_path} ({', '.join(precisions)}), calibrating on {len(x_calibration)} images", flush=True)
-    flatbuffers = convert_keras(with_features(model), precisions, x_calibration)
+    featured, layer_sizes = with_features(model)
+    flatbuffers = convert_keras(featured, precisions, x_calibration)
     files, tensors = [], {}
     for precision, flatbuffer in flatbuffers.items():
         path = out / f"{name}_{precision}.tflite"
@@ -191,7 +193,7 @@ def convert(args: argparse.Namespace) -> bool:
         test_outputs = _outputs_of(flatbuffers, x[test])
         all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
                       **{p: outputs[0] for p, outputs in test_outputs.items()}}
-        unseen_distances = {p: fitted_check(train_features[p][1], y[fit_on]).distances(test_outputs[p][1])
+        unseen_distances = {p: fitted_check(train_features[p][1], y[fit_on], layer_sizes).distances(test_outputs[p][1])
                             for p in checked}
         reference = test
         shipped = {p: all_scores[p] for p in ("float32", "int8")}
@@ -200,7 +202,7 @@ def convert(args: argparse.Namespace) -> bool:
     agreement = float(np.mean(predictions["float32"] == predictions["int8"]))
     passed = within_tolerance(metrics["float32"], metrics["int8"], args.tolerance)
     size_ratio = files[1]["size_bytes"] / files[0]["size_bytes"]
-    domain = {p: fitted_check(train_features[p][1], y[fit_on], flag_threshold(unseen_distances[p])) for p in checked}
+    domain = {p: fitted_check(train_features[p][1], y[fit_on], layer_sizes, flag_threshold(unseen_distances[p])) for p in checked}
     group_of = {r["path"]: r["group"] for r in split["samples"]}
     evaluated = np.arange(len(y)) if cross_validated else test
     groups = np.array([group_of[samples[i].path] for i in evaluated])
@@ -256,7 +258,7 @@ def convert(args: argparse.Namespace) -> bool:
     verification["out_of_domain"] = {p: {"threshold": domain[p].threshold,
                                          "flag_rate_unseen": float(np.mean(unseen_distances[p] > domain[p].threshold)),
                                          "distance_median_unseen": float(np.median(unseen_distances[p])),
-                                         "distances_unseen": [round(float(v), 3) for v in unseen_distances[p]]}
+                                         "distances_unseen": [round(float(v), 6) for v in unseen_distances[p]]}
                                      for p in checked}
     verification["session"] = sessions
     if cross_validated:

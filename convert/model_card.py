@@ -125,8 +125,9 @@ def _abstention_section(verification: dict, metadata: dict) -> str:
         return "This model has no out-of-domain check."
     flagged = verification["out_of_domain"]["int8"]
     session = verification["session"]["int8"]
-    return (f"A second output carries the pooled features; an image whose Mahalanobis distance to the training "
-            f"features exceeds {metadata['domain']['threshold']:.2f} is flagged out of domain (int8: "
+    return (f"A second output carries the pooled features of {len(metadata['domain']['layers'])} layers; an image "
+            f"whose largest scaled Mahalanobis distance to the training features over those layers exceeds "
+            f"{metadata['domain']['threshold']:.2f} is flagged out of domain (int8: "
             f"{flagged['flag_rate_unseen']:.1%} of {verification['evaluated_on']}). `--abstain` answers `uncertain` "
             f"within {metadata['abstain_margin']:.3f} of the threshold or out of domain. A session (`--summary`, "
             f"`edge-live --session`) is called `{metadata['labels'][1]}` when the Wilson 95% interval of its share "

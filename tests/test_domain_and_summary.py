@@ -23,27 +23,54 @@ def test_domain_check_flags_its_share_of_in_domain_and_all_of_a_shifted_distribu
     rng = np.random.default_rng(0)
     train, y_train = gaussian_features(rng, 4000)
     unseen, _ = gaussian_features(rng, 4000)
-    check = fitted_check(train, y_train)
-    check = DomainCheck(check.means, check.precision, flag_threshold(check.distances(unseen)))
+    check = fitted_check(train, y_train, [16])
+    check = DomainCheck(check.layers, flag_threshold(check.distances(unseen)))
+    assert np.mean(check.distances(unseen) > check.threshold) <= IN_DOMAIN_FLAG_RATE
     fresh, _ = gaussian_features(rng, 4000)
     assert abs(np.mean(check.distances(fresh) > check.threshold) - IN_DOMAIN_FLAG_RATE) < 0.015
     shifted, _ = gaussian_features(rng, 500, shift=3.0)
     assert np.mean(check.distances(shifted) > check.threshold) > 0.99
     # the class means are found, and a point at a class mean is at distance about 0
-    assert check.means[1, 0] == pytest.approx(2.0, abs=0.1) and check.means[0, 0] == pytest.approx(-2.0, abs=0.1)
-    assert check.distances(check.means).max() < 1e-6
+    layer = check.layers[0]
+    assert layer.means[1, 0] == pytest.approx(2.0, abs=0.1) and layer.means[0, 0] == pytest.approx(-2.0, abs=0.1)
+    assert check.distances(layer.means).max() < 1e-6
+    # each layer's distance is scaled by its 95th percentile on the training features
+    assert np.mean(layer.distances(train) <= 1.0) == pytest.approx(0.95, abs=0.002)
+
+
+def test_domain_score_is_the_largest_scaled_distance_over_the_layers():
+    """A shift that only one layer's features see is flagged as surely as one in every layer."""
+    rng = np.random.default_rng(2)
+    train, y_train = gaussian_features(rng, 4000)
+    unseen, _ = gaussian_features(rng, 4000)
+    sizes = [4, 12]  # the first 4 features as one layer, the other 12 as another
+    check = fitted_check(train, y_train, sizes)
+    check = DomainCheck(check.layers, flag_threshold(check.distances(unseen)))
+    assert [(layer.start, layer.stop) for layer in check.layers] == [(0, 4), (4, 16)]
+    early_shift, _ = gaussian_features(rng, 500)
+    early_shift[:, 1:4] += 4.0  # only the first layer's features move
+    assert np.mean(check.distances(early_shift) > check.threshold) > 0.99
+    np.testing.assert_allclose(check.distances(early_shift[:20]),
+                               np.maximum(*(layer.distances(early_shift[:20]) for layer in check.layers)))
+    with pytest.raises(ValueError, match="do not add up"):
+        fitted_check(train, y_train, [4, 4])
 
 
 def test_domain_check_metadata_round_trip():
     rng = np.random.default_rng(1)
     features, y = gaussian_features(rng, 1000)
-    check = fitted_check(features, y, threshold=5.5)
+    check = fitted_check(features, y, [6, 10], threshold=5.5)
     record = json.loads(json.dumps(check.as_metadata()))
     restored = DomainCheck.from_metadata(record, features=16)
     assert restored.threshold == 5.5
     np.testing.assert_allclose(restored.distances(features[:50]), check.distances(features[:50]), rtol=1e-4)
-    for broken in ({**record, "method": "knn"}, {**record, "means": [[1.0, 2.0]]}, {**record, "threshold": "x"},
-                   {**record, "threshold": float("nan")}, {k: v for k, v in record.items() if k != "precision"}):
+    layer = record["layers"][0]
+    for broken in ({**record, "method": "knn"}, {**record, "threshold": "x"}, {**record, "threshold": float("nan")},
+                   {**record, "layers": []}, {**record, "layers": "x"},
+                   {**record, "layers": [{**layer, "means": [[1.0, 2.0]]}]},
+                   {**record, "layers": [{**layer, "features": [10, 20]}]},
+                   {**record, "layers": [{**layer, "scale": 0}]},
+                   {**record, "layers": [{k: v for k, v in layer.items() if k != "precision"}]}):
         with pytest.raises(ValueError):
             DomainCheck.from_metadata(broken, features=16)
 
@@ -113,7 +140,8 @@ from edge.live import main as live_main  # noqa: E402
 def test_shipped_models_carry_a_domain_check_a_session_fraction_and_an_abstain_margin(model):
     with Classifier(model) as classifier:
         spec = classifier.spec
-        assert spec.domain is not None and spec.domain.means.shape == (2, spec.features.shape[1])
+        assert spec.domain is not None and len(spec.domain.layers) == 3  # two early layers and the last
+        assert spec.domain.layers[-1].stop == spec.features.shape[1] and spec.domain.layers[-1].means.shape[0] == 2
         assert 0 < spec.decision_fraction < 1 and 0 < spec.abstain_margin < 0.5
         image = synthetic_cell(1, True, 200) if model.startswith("leukemia") else \
             np.repeat(synthetic_mri(1, True, 200)[:, :, None], 3, axis=2)
@@ -169,3 +197,24 @@ def test_live_records_carry_the_session_and_its_summary(cell_files, tmp_path):
     assert [r["summary"]["images"] for r in frames] == list(range(1, len(frames) + 1))
     stop = records[-1]
     assert stop["event"] == "stop" and stop["session"] == "slide-7" and stop["summary"] == frames[-1]["summary"]
+
+
+def test_features_output_holds_the_first_two_relu_layers_and_the_last_pooled_features():
+    keras = pytest.importorskip("keras")
+    from train.model import build_model, with_features, with_mirror_tta
+
+    model = build_model((32, 32, 3), width=4)
+    featured, sizes = with_features(model)
+    assert sizes == [4, 8, 32]
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    score, features = featured.predict(x, verbose=0)
+    np.testing.assert_allclose(score, model.predict(x, verbose=0), atol=1e-6)
+    relus = [layer.output for layer in model.layers if isinstance(layer, keras.layers.ReLU)]
+    first = keras.Model(model.input, relus[0]).predict(x, verbose=0)
+    np.testing.assert_allclose(features[:, :4], first.mean(axis=(1, 2)), atol=1e-5)
+    # a mirror-TTA model: each part is the mean over the image and its mirror image
+    tta_featured, tta_sizes = with_features(with_mirror_tta(model))
+    assert tta_sizes == sizes
+    _, tta_features = tta_featured.predict(x, verbose=0)
+    _, mirrored = featured.predict(np.ascontiguousarray(x[:, :, ::-1]), verbose=0)
+    np.testing.assert_allclose(tta_features, (features + mirrored) / 2, atol=1e-5)

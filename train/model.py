@@ -85,26 +85,34 @@ def with_mirror_tta(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, layers.Average(name="score")(scores), name=f"{model.name}_mirror_tta")
 
 
-def with_features(model: keras.Model) -> keras.Model:
-    """The same model with a second output: the pooled features its score is computed from, for the
-    device's out-of-domain check. A mirror-TTA model's features are the mean over both views, an
-    ensemble's are its members' side by side."""
+def with_features(model: keras.Model) -> tuple[keras.Model, list[int]]:
+    """The same model with a second output for the device's out-of-domain check: the pooled outputs
+    of its first two ReLU layers and its last pooled features, side by side. -> (model, the size of
+    each layer's part). A mirror-TTA model's features are the mean over both views, an ensemble's
+    are its members' side by side."""
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    score, features = _score_and_features(model, inputs)
-    return keras.Model(inputs, [score, features], name=f"{model.name}_with_features")
+    score, parts = _score_and_features(model, inputs)
+    features = parts[0] if len(parts) == 1 else layers.Concatenate(name="features")(parts)
+    return (keras.Model(inputs, [score, features], name=f"{model.name}_with_features"),
+            [int(part.shape[-1]) for part in parts])
+
+
+EARLY_LAYERS = 2  # the first ReLU layers whose pooled outputs join the features
 
 
 def _score_and_features(model: keras.Model, inputs):
     pooled = [layer for layer in model.layers if isinstance(layer, layers.GlobalAveragePooling2D)]
-    if pooled:  # a plain CNN
-        return keras.Model(model.input, [model.output, pooled[0].output])(inputs)
+    if pooled:  # a plain CNN (Lite0's ReLUs are inside its backbone: its last features only)
+        early = [layer.output for layer in model.layers if isinstance(layer, layers.ReLU)][:EARLY_LAYERS]
+        outputs = keras.Model(model.input, [model.output, *early, pooled[0].output])(inputs)
+        score, maps, last = outputs[0], outputs[1:-1], outputs[-1]
+        return score, [*(layers.GlobalAveragePooling2D()(m) for m in maps), last]
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if model.name.endswith("_mirror_tta") and len(inner) == 1:
-        score_a, features_a = _score_and_features(inner[0], inputs)
-        score_b, features_b = _score_and_features(inner[0], Mirror()(inputs))
-        return layers.Average()([score_a, score_b]), layers.Average()([features_a, features_b])
+        score_a, parts_a = _score_and_features(inner[0], inputs)
+        score_b, parts_b = _score_and_features(inner[0], Mirror()(inputs))
+        return layers.Average()([score_a, score_b]), [layers.Average()([a, b]) for a, b in zip(parts_a, parts_b)]
     if model.name == "ensemble" and len(inner) > 1:
         outputs = [_score_and_features(member, inputs) for member in inner]
-        return (layers.Average()([score for score, _ in outputs]),
-                layers.Concatenate()([features for _, features in outputs]))
+        return layers.Average()([score for score, _ in outputs]), [part for _, parts in outputs for part in parts]
     raise ValueError(f"cannot find the pooled features of model {model.name!r}")
