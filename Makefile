@@ -7,7 +7,7 @@ BENCH := runs/bench
 DATA ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo models brain-model leukemia-model leukemia-experiments brain-experiments benchmark peers live-benchmark domain-benchmark bundle bundle-host verify-arm64
+.PHONY: setup test demo models brain-model leukemia-model leukemia-experiments brain-experiments backbone-arrays backbone-runs backbone-tables benchmark peers live-benchmark domain-benchmark bundle bundle-host verify-arm64
 
 setup: $(VENV)/.installed
 
@@ -63,8 +63,32 @@ brain-experiments: setup
 	$(BRAIN_CV) --epochs 24 --cv-only --out runs/cv/brain_160 --size 160
 	$(BRAIN_CV) --epochs 24 --tta --cv-only --out runs/cv/brain_160_light --size 160 --augment light
 	$(BRAIN_CV) --epochs 32 --tta --cv-only --out runs/cv/brain_192_e32 --size 192
+	$(BRAIN_CV) --epochs 24 --cv-only --out runs/cv/brain_128_light_whole --augment light --brain-crop none
 	mkdir -p models/training/brain
 	$(BIN)/python -m train.compare_cv runs/cv/brain_128 runs/cv/brain_128_light runs/cv/brain_160 runs/cv/brain_160_light runs/cv/brain_192_e32 --out models/training/brain/COMPARISON.md
+
+# Compact CNN against ImageNet EfficientNet-Lite0 on the same folds, trained in PyTorch on a GPU machine
+# (train/torch_cv.py; Lite0 in Keras takes tens of minutes per fold on 2 cores): `make backbone-arrays`
+# here, `make backbone-runs` where PyTorch and a GPU are (runs/gpu carried there; about 5 minutes on an
+# H200), `make backbone-tables` here.
+GPU_PYTHON ?= python3
+backbone-arrays: setup
+	$(BIN)/python -m train.torch_cv export brain --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h --out runs/gpu/brain_128.npz
+	$(BIN)/python -m train.torch_cv export leukemia --data $(DATA)/cnmc --cell-crop fixed --out runs/gpu/leukemia_96.npz
+	cp "$$($(BIN)/python -c 'from train.pretrained import lite0_weights_path; print(lite0_weights_path())')" runs/gpu/lite0.pth
+
+backbone-runs:
+	$(GPU_PYTHON) -m train.torch_cv run runs/gpu/brain_128.npz --task brain --backbone small --augment light --out runs/gpu/brain_small
+	$(GPU_PYTHON) -m train.torch_cv run runs/gpu/brain_128.npz --task brain --backbone lite0 --augment light --weights runs/gpu/lite0.pth --save-epoch 18 --out runs/gpu/brain_lite0
+	$(GPU_PYTHON) -m train.torch_cv run runs/gpu/leukemia_96.npz --task leukemia --backbone small --augment stain_blur --out runs/gpu/leukemia_small
+	$(GPU_PYTHON) -m train.torch_cv run runs/gpu/leukemia_96.npz --task leukemia --backbone lite0 --augment stain_blur --weights runs/gpu/lite0.pth --out runs/gpu/leukemia_lite0
+
+backbone-tables: setup
+	for run in brain_small brain_lite0; do $(BIN)/python -m train.torch_cv report runs/gpu/brain_128.npz runs/gpu/$$run || exit 1; done
+	for run in leukemia_small leukemia_lite0; do $(BIN)/python -m train.torch_cv report runs/gpu/leukemia_96.npz runs/gpu/$$run || exit 1; done
+	$(BIN)/python -m train.compare_cv runs/gpu/brain_small runs/gpu/brain_lite0 runs/cv/brain_128_light_whole --out models/training/brain/BACKBONES_AND_CROP.md
+	$(BIN)/python -m train.compare_cv runs/gpu/leukemia_small runs/gpu/leukemia_lite0 --out models/training/leukemia/BACKBONES.md
+	$(BIN)/python -m train.torch_cv int8 runs/gpu/brain_128.npz runs/gpu/brain_lite0 --epoch 18
 
 brain-model: setup
 	$(BRAIN_CV) --epochs 32 --tta --out runs/cv/brain_192_e32 --size 192

