@@ -43,13 +43,23 @@ the same way, on pooled out-of-fold scores; no group was in two folds. The figur
 {cv['folds']} fold models on the groups each never saw (pooled), so they estimate what the shipped model, trained
 on every group, does on a new one.
 
-| out-of-fold (fold models, Keras) | pooled | fold mean | fold sd |
+| out-of-fold (fold models, {'PyTorch' if recipe.get('framework') == 'pytorch' else 'Keras'}) | pooled | fold mean | fold sd |
 |---|---|---|---|
 {chr(10).join(f"| {key} | {cv['pooled'][key]:.4f} | {spread[key]['mean']:.4f} | {spread[key]['sd']:.4f} |" for key in ("accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc"))}
 
 Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}; the per-patient (per-group)
 table, the epoch curve and the recipes compared are in `training/{metadata['task']}/cv.md` and `COMPARISON.md`.
 Reproduce with `make {metadata['task']}-model` (`make {metadata['task']}-experiments` for the comparison).{_tta_note(cv)}"""
+
+
+def _network(metadata: dict) -> str:
+    recipe = metadata["training"].get("recipe", {})
+    if recipe.get("backbone") != "lite0":
+        return "Compact CNN (Conv-BN-ReLU stem, depthwise-separable blocks, one sigmoid unit)"
+    trained = (" (trained in PyTorch on a GPU, `python -m train.torch_cv`, its weights moved into the Keras model that "
+               "was converted)" if recipe.get("framework") == "pytorch" else "")
+    return ("ImageNet-pretrained EfficientNet-Lite0 (ReLU6, no squeeze-excite), fine-tuned with one sigmoid unit"
+            + trained)
 
 
 def _tta_note(cv: dict) -> str:
@@ -76,7 +86,7 @@ Labels: `{metadata['labels'][0]}` (negative), `{metadata['labels'][1]}` (positiv
 {_data_section(metadata)}
 
 ## Model
-Compact CNN (Conv-BN-ReLU stem, depthwise-separable blocks, one sigmoid unit), {metadata['training']['params']:,}
+{_network(metadata)}, {metadata['training']['params']:,}
 parameters, input {metadata['input']['shape']} ({metadata['preprocessing']}). The int8 model is fully
 integer (int8 weights, activations, input and output), calibrated on
 {verification['calibration_images']} training images.
@@ -125,8 +135,11 @@ def _abstention_section(verification: dict, metadata: dict) -> str:
         return "This model has no out-of-domain check."
     flagged = verification["out_of_domain"]["int8"]
     session = verification["session"]["int8"]
-    return (f"A second output carries the pooled features of {len(metadata['domain']['layers'])} layers; an image "
-            f"whose largest scaled Mahalanobis distance to the training features over those layers exceeds "
+    layers = len(metadata["domain"]["layers"])
+    where = (f"of {layers} layers; an image whose largest scaled Mahalanobis distance to the training features over "
+             "those layers" if layers > 1 else "of its last layer; an image whose scaled Mahalanobis distance to the "
+             "training features")
+    return (f"A second output carries the pooled features {where} exceeds "
             f"{metadata['domain']['threshold']:.2f} is flagged out of domain (int8: "
             f"{flagged['flag_rate_unseen']:.1%} of {verification['evaluated_on']}). `--abstain` answers `uncertain` "
             f"within {metadata['abstain_margin']:.3f} of the threshold or out of domain. A session (`--summary`, "

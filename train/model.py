@@ -87,7 +87,8 @@ def with_mirror_tta(model: keras.Model) -> keras.Model:
 
 def with_features(model: keras.Model) -> tuple[keras.Model, list[int]]:
     """The same model with a second output for the device's out-of-domain check: the pooled outputs
-    of its first two ReLU layers and its last pooled features, side by side. -> (model, the size of
+    of its first two ReLU layers and its last pooled features, side by side (Lite0: see
+    _lite0_score_and_features). -> (model, the size of
     each layer's part). A mirror-TTA model's features are the mean over both views, an ensemble's
     are its members' side by side."""
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
@@ -98,11 +99,30 @@ def with_features(model: keras.Model) -> tuple[keras.Model, list[int]]:
 
 
 EARLY_LAYERS = 2  # the first ReLU layers whose pooled outputs join the features
+LITE0_EARLY_LAYERS = ("stem_relu6", "block0_depthwise_relu6")  # Lite0's first two, 32 channels each
+LITE0_FEATURE_GROUPS = 128  # Lite0's 1,280 pooled features as 128 means of 10 neighbouring channels
+
+
+def _lite0_score_and_features(model: keras.Model, inputs):
+    """Lite0: the backbone run once for its output and its first two ReLU6 maps; the 1,280 pooled
+    features enter the check as 128 group means, so its statistics (a 128x128 precision matrix, not
+    1,280x1,280) stay small enough for the model's JSON sidecar."""
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    early = [backbone.get_layer(name).output for name in LITE0_EARLY_LAYERS]
+    outputs = keras.Model(backbone.input, [backbone.output, *early])(inputs)
+    last = layers.GlobalAveragePooling2D()(outputs[0])
+    score = model.get_layer("score")(last)  # the dropout before it is inactive at inference
+    channels = int(last.shape[-1])
+    grouped = layers.Reshape((LITE0_FEATURE_GROUPS, channels // LITE0_FEATURE_GROUPS, 1))(last)
+    grouped = layers.Flatten()(layers.AveragePooling2D((1, channels // LITE0_FEATURE_GROUPS))(grouped))
+    return score, [*(layers.GlobalAveragePooling2D()(m) for m in outputs[1:]), grouped]
 
 
 def _score_and_features(model: keras.Model, inputs):
+    if model.name == "lite0_classifier":
+        return _lite0_score_and_features(model, inputs)
     pooled = [layer for layer in model.layers if isinstance(layer, layers.GlobalAveragePooling2D)]
-    if pooled:  # a plain CNN (Lite0's ReLUs are inside its backbone: its last features only)
+    if pooled:  # a plain CNN
         early = [layer.output for layer in model.layers if isinstance(layer, layers.ReLU)][:EARLY_LAYERS]
         outputs = keras.Model(model.input, [model.output, *early, pooled[0].output])(inputs)
         score, maps, last = outputs[0], outputs[1:-1], outputs[-1]
