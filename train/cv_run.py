@@ -92,9 +92,10 @@ def train_with_cv(args: argparse.Namespace) -> dict:
 
 
 def oof_report(task: str, labels, y, groups, fold_of, oof: dict, recipe: dict, tta_chosen: bool, grouped_by: str,
-               out: Path) -> dict:
+               out: Path, fixed_epoch: int | None = None) -> dict:
     """Choose the epoch and threshold on pooled out-of-fold scores ({"scores": (epochs, n), "tta": {epoch:
-    (n,)}}; with tta_chosen among the epochs with mirror-TTA scores), summarise -> out/cv.json, cv.md."""
+    (n,)}}; with tta_chosen among the epochs with mirror-TTA scores; fixed_epoch: that epoch, the curve
+    still recorded), summarise -> out/cv.json, cv.md."""
     if tta_chosen:
         tta_epochs = sorted(oof["tta"])
         position, curve = choose_epoch(task, y, np.stack([oof["tta"][e] for e in tta_epochs]), labels)
@@ -103,7 +104,8 @@ def oof_report(task: str, labels, y, groups, fold_of, oof: dict, recipe: dict, t
         epoch = tta_epochs[position - 1]
         scores = oof["tta"][epoch]
     else:
-        epoch, curve = choose_epoch(task, y, oof["scores"], labels)
+        own_choice, curve = choose_epoch(task, y, oof["scores"], labels)
+        epoch = fixed_epoch or own_choice
         scores = oof["scores"][epoch - 1]
     threshold = choose_threshold(task, y, scores)
     result = summarize(task, y, groups, fold_of, scores, threshold, labels)
@@ -118,6 +120,9 @@ def oof_report(task: str, labels, y, groups, fold_of, oof: dict, recipe: dict, t
           "grouped_by": grouped_by, "threshold": threshold,
           "threshold_policy": THRESHOLD_POLICY[task].replace("validation", "pooled out-of-fold"),
           "epoch_curve": curve, "tta": tta, **result}
+    if fixed_epoch:
+        cv["epoch_fixed"] = {"epoch": fixed_epoch, "this_run_would_choose": own_choice,
+                             "why": "chosen by an earlier run of the same recipe; GPU training is not bit-for-bit repeatable"}
     save_json(out / "cv.json", cv)
     (out / "cv.md").write_text(cv_markdown(cv))
     pooled = result["pooled"]
@@ -171,6 +176,8 @@ def cv_markdown(cv: dict) -> str:
            "the epoch is chosen among the epochs with TTA scores."] if cv.get("test_time_augmentation") else []),
         f"Chosen on pooled out-of-fold scores: epoch **{cv['epoch']}**, threshold **{cv['threshold']:.4f}** "
         f"({cv['threshold_policy']}).",
+        *([f"The epoch was {cv['epoch_fixed']['why']} (this run alone would choose {cv['epoch_fixed']['this_run_would_choose']})."]
+          if "epoch_fixed" in cv else []),
         "",
         "| pooled out-of-fold | value | fold mean | fold sd |",
         "|---|---|---|---|",

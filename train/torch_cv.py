@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +49,15 @@ def export(argv: list[str]) -> int:
         kept, x, y, _ = cached_arrays([s for root in args.data for s in find_cnmc_images(root)], spec, args.cache)
         groups = np.array([s.patient for s in kept])
     else:
-        _, x, y, hashes = cached_arrays(find_brain_images(args.data), spec, args.cache, with_hash=True)
+        kept, x, y, hashes = cached_arrays(find_brain_images(args.data), spec, args.cache, with_hash=True)
         groups = np.array(brain_groups(hashes))
     pixels = np.round(x * 255)
     if np.abs(pixels - x * 255).max() > 1e-3:
         raise ValueError("the preprocessed images are not whole 8-bit levels")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, x=pixels.astype(np.uint8), y=y, groups=groups,
-                        fold_of=group_folds(y, groups, args.cv or 5, args.seed), spec=json.dumps(spec))
+                        fold_of=group_folds(y, groups, args.cv or 5, args.seed), spec=json.dumps(spec),
+                        samples=json.dumps([asdict(sample) for sample in kept]), data=json.dumps(args.data))
     print(f"{len(y)} images {x.shape[1:]} of {len(set(groups))} groups -> {args.out}")
     return 0
 
@@ -235,12 +237,13 @@ def train_fold(arrays: str, task: str, backbone: str, augment: str, epochs: int,
     x_all, y_all, fold_of = stored["x"], stored["y"], stored["fold_of"]
     if x_all.ndim == 3:
         x_all = x_all[..., None]
-    held, train = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+    held, train = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)  # fold -1: all of them
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(1)  # one process per fold: their threads would otherwise contend
-    torch.manual_seed(seed + fold)
-    generator = torch.Generator(device=device).manual_seed(seed + fold)
-    rng = np.random.default_rng(seed + fold)
+    stream = seed + max(fold, 0)  # fold k as edge-train's fold k; all data as its shipped model (seed + 0)
+    torch.manual_seed(stream)
+    generator = torch.Generator(device=device).manual_seed(stream)
+    rng = np.random.default_rng(stream)
 
     def tensor(images):
         return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device).float() / 255
@@ -295,11 +298,12 @@ def train_fold(arrays: str, task: str, backbone: str, augment: str, epochs: int,
             if schedule is not None:
                 schedule.step()
         model.eval()
-        with torch.no_grad():
-            views = [torch.cat([torch.sigmoid(model(v[i:i + 512])) for i in range(0, len(v), 512)])
-                     for v in tta_views(torch, x_held, task)]
-        scores[epoch - 1] = views[0].cpu().numpy()
-        tta[epoch - 1] = torch.stack(views).mean(0).cpu().numpy()
+        if len(held):
+            with torch.no_grad():
+                views = [torch.cat([torch.sigmoid(model(v[i:i + 512])) for i in range(0, len(v), 512)])
+                         for v in tta_views(torch, x_held, task)]
+            scores[epoch - 1] = views[0].cpu().numpy()
+            tta[epoch - 1] = torch.stack(views).mean(0).cpu().numpy()
         if epoch == save_epoch:
             saved = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in model.state_dict().items()
                      if v.is_floating_point()}
@@ -314,6 +318,14 @@ def run(args: argparse.Namespace) -> int:
 
     stored = np.load(args.arrays)
     y, fold_of = stored["y"], stored["fold_of"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.all_data:  # the shipped model: every image, weights kept at --save-epoch
+        result = train_fold(args.arrays, args.task, args.backbone, args.augment, args.epochs, args.frozen_epochs,
+                            -1, args.weights, args.save_epoch)
+        np.savez(out / f"all_epoch{args.save_epoch:02d}.npz", **result["weights"])
+        print(f"{args.task} {args.backbone}: all {len(y)} images in {result['seconds']:.0f} s -> {out}", flush=True)
+        return 0
     folds = int(fold_of.max()) + 1
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(folds, mp_context=context) as pool:
@@ -324,8 +336,6 @@ def run(args: argparse.Namespace) -> int:
     tta = np.full((args.epochs, len(y)), np.nan, np.float32)
     for result in results:
         scores[:, result["held"]], tta[:, result["held"]] = result["scores"], result["tta"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,
              **{f"tta_epoch{e}": tta[e - 1] for e in range(4, args.epochs + 1, 4)})
     recipe = {"preprocessing": json.loads(str(stored["spec"])), "backbone": args.backbone, "width": 16,
@@ -342,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(arrays: str, run_dir: str, tta: bool) -> int:
+def report(arrays: str, run_dir: str, tta: bool, epoch: int | None = None) -> int:
     """cv.json and cv.md of a run, chosen and summarised exactly as edge-train --cv does, and a split.json
     of its groups and folds (images by their index in the arrays) for train.compare_cv."""
     from edge.labels import labels_for
@@ -361,7 +371,7 @@ def report(arrays: str, run_dir: str, tta: bool) -> int:
     (out / "split.json").write_text(json.dumps({"task": task, "grouped_by": grouped_by, "arrays": str(arrays),
                                                 "samples": samples}) + "\n")
     oof_report(task, labels_for(task), stored["y"], stored["groups"], stored["fold_of"], oof, recipe, tta,
-               grouped_by, out)
+               grouped_by, out, fixed_epoch=epoch)
     return 0
 
 
@@ -410,6 +420,50 @@ def int8_check(arrays: str, run_dir: str, epoch: int, calibration: int = 1000) -
     return result
 
 
+def assemble(arrays: str, run_dir: str, out: str) -> Path:
+    """A run of `run --save-epoch E` (folds and --all-data) and its report at epoch E -> an edge-train
+    run folder (model.keras, folds, split.json, cv.json, config.json) that edge-convert converts and
+    verifies on the fold models' held-out images, as it does for edge-train --cv runs."""
+    from edge.labels import labels_for
+    from train.crossval import save_json
+    from train.splits import save_split
+    from train.splits import summarize as summarize_split
+
+    stored = np.load(arrays)
+    source, target = Path(run_dir), Path(out)
+    cv = json.loads((source / "cv.json").read_text())
+    epoch, recipe = cv["epoch"], cv["recipe"]
+    task = "leukemia" if recipe["preprocessing"]["name"] == "cnmc_cell" else "brain"
+    if recipe["backbone"] != "lite0":
+        raise ValueError(f"{source}: only Lite0 runs can be assembled (the compact CNN is trained by edge-train)")
+    shape = stored["x"].shape[1:]
+    (target / "folds").mkdir(parents=True, exist_ok=True)
+    fold_models = []
+    for fold in range(cv["folds"]):
+        path = f"folds/fold{fold}_epoch{epoch:02d}.keras"
+        keras_lite0(dict(np.load(source / f"fold{fold}_epoch{epoch:02d}.npz")), shape).save(target / path)
+        fold_models.append(path)
+    model = keras_lite0(dict(np.load(source / f"all_epoch{epoch:02d}.npz")), shape)
+    model.save(target / "model.keras")
+    rows = [dict(sample, group=str(group), subset="train", fold=int(fold)) for sample, group, fold
+            in zip(json.loads(str(stored["samples"])), stored["groups"], stored["fold_of"])]
+    save_split({"task": task, "seed": recipe["seed"], "grouped_by": cv["grouped_by"], "folds": cv["folds"],
+                "summary": summarize_split(rows), "samples": rows}, target / "split.json")
+    save_json(target / "cv.json", cv)
+    (target / "cv.md").write_text((source / "cv.md").read_text())
+    save_json(target / "config.json", {
+        "task": task, "labels": list(labels_for(task)), "preprocessing": recipe["preprocessing"],
+        "data": json.loads(str(stored["data"])),
+        "threshold": cv["threshold"], "threshold_policy": cv["threshold_policy"], "grouped_by": cv["grouped_by"],
+        "seed": recipe["seed"], "epochs_run": epoch, "params": int(model.count_params()), "recipe": recipe,
+        "trained_with": "PyTorch (python -m train.torch_cv), weights moved into the Keras model of train.model",
+        "cv": {**{k: cv[k] for k in ("folds", "cells", "patients", "epoch", "threshold", "pooled", "fold_mean_sd",
+                                     "groups_majority_right", "groups")},
+               "test_time_augmentation": None, "fold_models": fold_models}})
+    print(f"{target}: model.keras and {len(fold_models)} fold models at epoch {epoch}")
+    return target
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
@@ -426,22 +480,34 @@ def main(argv=None) -> int:
     runner.add_argument("--frozen-epochs", type=int, default=2)
     runner.add_argument("--weights", help="lite0: the efficientnet-lite0 .pth state dict")
     runner.add_argument("--save-epoch", type=int, help="keep each fold model's weights at this epoch (float16)")
+    runner.add_argument("--all-data", action="store_true", help="train one model on every image (needs --save-epoch)")
     runner.add_argument("--out", required=True)
     reporter = commands.add_parser("report")
     reporter.add_argument("arrays")
     reporter.add_argument("run_dir")
     reporter.add_argument("--tta", action="store_true", help="choose among the epochs with TTA scores")
+    reporter.add_argument("--epoch", type=int, help="the epoch an earlier run of the same recipe chose (GPU training "
+                                                   "is not bit-for-bit repeatable), instead of choosing again")
     checker = commands.add_parser("int8")
     checker.add_argument("arrays")
     checker.add_argument("run_dir")
     checker.add_argument("--epoch", type=int, required=True, help="the --save-epoch of the run")
+    assembler = commands.add_parser("assemble")
+    assembler.add_argument("arrays")
+    assembler.add_argument("run_dir", help="a run with cv.json, its fold weights and all-data weights at the CV's epoch")
+    assembler.add_argument("--out", required=True, help="the edge-train run folder to write, for edge-convert")
     args = parser.parse_args(argv)
     if args.command == "run":
+        if args.all_data and not args.save_epoch:
+            parser.error("--all-data needs --save-epoch")
         return run(args)
     if args.command == "int8":
         int8_check(args.arrays, args.run_dir, args.epoch)
         return 0
-    return report(args.arrays, args.run_dir, args.tta)
+    if args.command == "assemble":
+        assemble(args.arrays, args.run_dir, args.out)
+        return 0
+    return report(args.arrays, args.run_dir, args.tta, args.epoch)
 
 
 if __name__ == "__main__":
