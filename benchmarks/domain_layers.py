@@ -1,5 +1,5 @@
 """Which layers the out-of-domain check should look at, measured on a cross-validation run's fold
-models (Keras, at the run's chosen epoch): for each fold, every ReLU layer's pooled outputs on its
+models (Keras, at the run's chosen epoch; compact CNN or Lite0): for each fold, every ReLU layer's pooled outputs on its
 training folds give class means and a shared covariance; its held-out images give the in-domain
 scores (pooled over the folds, threshold at 5% flagged); the other sets are scored by every fold
 model and the flag rates averaged. Ways compared: one Mahalanobis on the last layer, or on several
@@ -38,6 +38,39 @@ def way_layers(count: int) -> dict[str, tuple[str, list[int]]]:
             "largest scaled: first three, last": ("largest", [0, 1, 2, last])}
 
 
+def lite0_way_layers(count: int) -> dict[str, tuple[str, list[int]]]:
+    """Lite0: its ReLU6 layers 0..count-3 (the early ones have 32-144 channels), then its 1,280 pooled
+    features whole (count - 2) and as 128 group means (count - 1), as the device takes them."""
+    whole, grouped = count - 2, count - 1
+    return {"last layer, 1,280 features": ("joint", [whole]),
+            "last layer, 128 group means": ("joint", [grouped]),
+            "largest scaled: stem, block0, grouped last": ("largest", [0, 1, grouped]),
+            "largest scaled: stem, block0, whole last": ("largest", [0, 1, whole]),
+            "largest scaled: first four, grouped last": ("largest", [0, 1, 2, 3, grouped]),
+            "largest scaled: first six (up to 144 channels), grouped last (shipped)": ("largest", [0, 1, 2, 3, 4, 5, grouped]),
+            "largest scaled: blocks 1-2 (96-144 channels), grouped last": ("largest", [2, 3, 4, 5, grouped]),
+            "largest scaled: first six only": ("largest", [0, 1, 2, 3, 4, 5])}
+
+
+def _extractor(model):
+    """-> (a model giving every ReLU layer's pooled output, how many outputs). Lite0: the ReLU6 layers
+    inside its backbone up to 144 channels, then its last features whole and as 128 group means."""
+    import keras
+    from keras import layers
+
+    from train.model import LITE0_FEATURE_GROUPS
+
+    if model.name != "lite0_classifier":
+        relus = [layer.output for layer in model.layers if isinstance(layer, layers.ReLU)]
+        return keras.Model(model.input, [layers.GlobalAveragePooling2D()(r) for r in relus]), len(relus)
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    early = [layer.output for layer in backbone.layers if isinstance(layer, layers.ReLU)][:6]
+    pooled = [layers.GlobalAveragePooling2D()(r) for r in [*early, backbone.output]]
+    width = int(pooled[-1].shape[-1]) // LITE0_FEATURE_GROUPS
+    grouped = layers.Flatten()(layers.AveragePooling2D((1, width))(layers.Reshape((LITE0_FEATURE_GROUPS, width, 1))(pooled[-1])))
+    return keras.Model(backbone.input, [*pooled, grouped]), len(pooled) + 1
+
+
 def other_sets(task: str, root: Path, samples, spec: dict, limit: int) -> dict[str, np.ndarray]:
     if task == "leukemia":
         images = {"MRI slices": [load_image(p) for p in sample_paths(root / "brain_mri", limit)],
@@ -59,6 +92,9 @@ def measure(run: Path, root: Path, limit: int) -> tuple[str, dict[str, dict[str,
 
     cv = json.loads((run / "cv.json").read_text())
     spec, epoch = cv["recipe"]["preprocessing"], cv["epoch"]
+    config = run / "config.json"
+    fold_models = (json.loads(config.read_text())["cv"]["fold_models"] if config.is_file() else
+                   [f"folds/fold{fold}/epoch{epoch:02d}.keras" for fold in range(cv["folds"])])
     task = "leukemia" if spec["name"] == "cnmc_cell" else "brain"
     stored = np.load(run / "oof_scores.npz")
     fold_of, y = stored["fold_of"], stored["y"]
@@ -76,15 +112,15 @@ def measure(run: Path, root: Path, limit: int) -> tuple[str, dict[str, dict[str,
     per_fold_others: dict[str, dict[str, list]] = {}
     for fold in range(int(fold_of.max()) + 1):
         held = fold_of == fold
-        model = keras.models.load_model(run / "folds" / f"fold{fold}" / f"epoch{epoch:02d}.keras")
-        relus = [layer.output for layer in model.layers if isinstance(layer, layers.ReLU)]
-        extractor = keras.Model(model.input, [layers.GlobalAveragePooling2D()(r) for r in relus])
+        model = keras.models.load_model(run / fold_models[fold])
+        extractor, count = _extractor(model)
 
         def pooled(images):
             return [f.astype(np.float64) for f in extractor.predict(images, batch_size=256, verbose=0)]
 
         train, unseen, other = pooled(x[~held]), pooled(x[held]), {k: pooled(v) for k, v in others.items()}
-        for name, (combine, chosen) in way_layers(len(relus)).items():
+        ways = way_layers(count) if model.name != "lite0_classifier" else lite0_way_layers(count)
+        for name, (combine, chosen) in ways.items():
             if combine == "joint":
                 check = fitted_check(np.hstack([train[i] for i in chosen]), y[~held], [sum(train[i].shape[1] for i in chosen)])
 

@@ -19,7 +19,7 @@ from edge.domain import DomainCheck
 from edge.preprocess import channels, check_preprocessing
 
 
-MAX_METADATA_BYTES = 1 << 20  # the shipped sidecars are about 440 kB (mostly the domain statistics)
+MAX_METADATA_BYTES = 4 << 20  # the shipped sidecars are 0.4-1.9 MB, mostly the domain statistics
 
 
 class ModelError(ValueError):

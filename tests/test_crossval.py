@@ -214,7 +214,7 @@ def test_lite0_cv_without_head_crop_trains_frozen_then_fine_tuned_and_converts(t
     assert convert_main([str(out), "--out", str(models), "--calibration", "6", "--tolerance", "100",
                          "--data", str(data)]) in (0, 1)
     metadata = json.loads((models / "brain_int8.json").read_text())
-    assert metadata["preprocessing"]["crop"] == "none" and metadata["features"]["shape"][-1] == 32 + 32 + 128
+    assert metadata["preprocessing"]["crop"] == "none" and metadata["features"]["shape"][-1] == 32 + 32 + 96 + 96 + 144 + 144 + 128
 
 
 def test_tta_is_refused_for_cells(tmp_path, capsys):

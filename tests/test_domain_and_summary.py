@@ -140,7 +140,8 @@ from edge.live import main as live_main  # noqa: E402
 def test_shipped_models_carry_a_domain_check_a_session_fraction_and_an_abstain_margin(model):
     with Classifier(model) as classifier:
         spec = classifier.spec
-        assert spec.domain is not None and len(spec.domain.layers) == 3  # two early layers and the last
+        early = 2 if model.startswith("leukemia") else 6  # the compact CNN's first two ReLUs, Lite0's first six
+        assert spec.domain is not None and len(spec.domain.layers) == early + 1  # and the last features
         assert spec.domain.layers[-1].stop == spec.features.shape[1] and spec.domain.layers[-1].means.shape[0] == 2
         assert 0 < spec.decision_fraction < 1 and 0 < spec.abstain_margin < 0.5
         image = synthetic_cell(1, True, 200) if model.startswith("leukemia") else \

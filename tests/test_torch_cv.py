@@ -116,7 +116,7 @@ def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(
     metadata = json.loads((models / "brain_int8.json").read_text())
     assert metadata["training"]["recipe"]["framework"] == "pytorch" and metadata["threshold"] == config["threshold"]
     # Lite0's out-of-domain statistics stay small enough for the device to read the sidecar
-    assert metadata["features"]["shape"][-1] == 32 + 32 + 128
+    assert metadata["features"]["shape"][-1] == 32 + 32 + 96 + 96 + 144 + 144 + 128
     assert (models / "brain_int8.json").stat().st_size < MAX_METADATA_BYTES
     verification = json.loads((models / "brain_verification.json").read_text())
     assert "fold models" in verification["evaluated_on"]

@@ -99,12 +99,15 @@ def with_features(model: keras.Model) -> tuple[keras.Model, list[int]]:
 
 
 EARLY_LAYERS = 2  # the first ReLU layers whose pooled outputs join the features
-LITE0_EARLY_LAYERS = ("stem_relu6", "block0_depthwise_relu6")  # Lite0's first two, 32 channels each
+# Lite0's first six ReLU6 layers (32 to 144 channels): on the fold models they flagged 100% of C-NMC
+# cells and 97.9% of blurred scans, where the first two flagged 64.1% and 37.6% (benchmarks/DOMAIN_LAYERS.md)
+LITE0_EARLY_LAYERS = ("stem_relu6", "block0_depthwise_relu6", "block1_expand_relu6", "block1_depthwise_relu6",
+                      "block2_expand_relu6", "block2_depthwise_relu6")
 LITE0_FEATURE_GROUPS = 128  # Lite0's 1,280 pooled features as 128 means of 10 neighbouring channels
 
 
 def _lite0_score_and_features(model: keras.Model, inputs):
-    """Lite0: the backbone run once for its output and its first two ReLU6 maps; the 1,280 pooled
+    """Lite0: the backbone run once for its output and its first six ReLU6 maps; the 1,280 pooled
     features enter the check as 128 group means, so its statistics (a 128x128 precision matrix, not
     1,280x1,280) stay small enough for the model's JSON sidecar."""
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))

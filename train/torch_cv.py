@@ -422,7 +422,7 @@ def int8_check(arrays: str, run_dir: str, epoch: int, calibration: int = 1000) -
 
 def assemble(arrays: str, run_dir: str, out: str) -> Path:
     """A run of `run --save-epoch E` (folds and --all-data) and its report at epoch E -> an edge-train
-    run folder (model.keras, folds, split.json, cv.json, config.json) that edge-convert converts and
+    run folder (model.keras, folds, split.json, cv.json, oof_scores.npz, config.json) that edge-convert converts and
     verifies on the fold models' held-out images, as it does for edge-train --cv runs."""
     from edge.labels import labels_for
     from train.crossval import save_json
@@ -451,6 +451,7 @@ def assemble(arrays: str, run_dir: str, out: str) -> Path:
                 "summary": summarize_split(rows), "samples": rows}, target / "split.json")
     save_json(target / "cv.json", cv)
     (target / "cv.md").write_text((source / "cv.md").read_text())
+    (target / "oof_scores.npz").write_bytes((source / "oof_scores.npz").read_bytes())
     save_json(target / "config.json", {
         "task": task, "labels": list(labels_for(task)), "preprocessing": recipe["preprocessing"],
         "data": json.loads(str(stored["data"])),
