@@ -53,22 +53,21 @@ def lite0_way_layers(count: int) -> dict[str, tuple[str, list[int]]]:
 
 
 def _extractor(model):
-    """-> (a model giving every ReLU layer's pooled output, how many outputs). Lite0: the ReLU6 layers
-    inside its backbone up to 144 channels, then its last features whole and as 128 group means."""
+    """-> (a model giving every ReLU layer's pooled output, the ways to compare). Lite0: the ReLU6
+    layers inside its backbone up to 144 channels, then its last features whole and as 128 group means."""
     import keras
     from keras import layers
 
-    from train.model import LITE0_FEATURE_GROUPS
+    from train.model import lite0_grouped_features
 
     if model.name != "lite0_classifier":
         relus = [layer.output for layer in model.layers if isinstance(layer, layers.ReLU)]
-        return keras.Model(model.input, [layers.GlobalAveragePooling2D()(r) for r in relus]), len(relus)
+        return keras.Model(model.input, [layers.GlobalAveragePooling2D()(r) for r in relus]), way_layers(len(relus))
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     early = [layer.output for layer in backbone.layers if isinstance(layer, layers.ReLU)][:6]
     pooled = [layers.GlobalAveragePooling2D()(r) for r in [*early, backbone.output]]
-    width = int(pooled[-1].shape[-1]) // LITE0_FEATURE_GROUPS
-    grouped = layers.Flatten()(layers.AveragePooling2D((1, width))(layers.Reshape((LITE0_FEATURE_GROUPS, width, 1))(pooled[-1])))
-    return keras.Model(backbone.input, [*pooled, grouped]), len(pooled) + 1
+    return (keras.Model(backbone.input, [*pooled, lite0_grouped_features(pooled[-1])]),
+            lite0_way_layers(len(pooled) + 1))
 
 
 def other_sets(task: str, root: Path, samples, spec: dict, limit: int) -> dict[str, np.ndarray]:
@@ -86,7 +85,6 @@ def other_sets(task: str, root: Path, samples, spec: dict, limit: int) -> dict[s
 
 def measure(run: Path, root: Path, limit: int) -> tuple[str, dict[str, dict[str, float]]]:
     import keras
-    from keras import layers
 
     import train.model  # noqa: F401  (registers the Mirror layer)
 
@@ -108,18 +106,16 @@ def measure(run: Path, root: Path, limit: int) -> tuple[str, dict[str, dict[str,
         raise ValueError(f"the data under {root} is not the data of {run}")
     others = other_sets(task, root, samples, spec, limit)
     in_domain: dict[str, np.ndarray] = {}
-    flagged_by_fold: dict[str, list] = {}
     per_fold_others: dict[str, dict[str, list]] = {}
     for fold in range(int(fold_of.max()) + 1):
         held = fold_of == fold
         model = keras.models.load_model(run / fold_models[fold])
-        extractor, count = _extractor(model)
+        extractor, ways = _extractor(model)
 
         def pooled(images):
             return [f.astype(np.float64) for f in extractor.predict(images, batch_size=256, verbose=0)]
 
         train, unseen, other = pooled(x[~held]), pooled(x[held]), {k: pooled(v) for k, v in others.items()}
-        ways = way_layers(count) if model.name != "lite0_classifier" else lite0_way_layers(count)
         for name, (combine, chosen) in ways.items():
             if combine == "joint":
                 check = fitted_check(np.hstack([train[i] for i in chosen]), y[~held], [sum(train[i].shape[1] for i in chosen)])

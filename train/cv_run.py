@@ -58,10 +58,9 @@ def train_with_cv(args: argparse.Namespace) -> dict:
         oof = run_folds(x, y, fold_of, args.task, recipe, out)
     else:
         print(f"reusing the out-of-fold scores of the same recipe and folds in {out}", flush=True)
-    cv = oof_report(args.task, labels, y, groups, fold_of, oof, recipe, args.tta, grouped_by, out)
+    cv = oof_report(args.task, labels, y, groups, fold_of, oof, recipe, args.tta, grouped_by, out,
+                    cv_seconds=round(time.time() - started, 1))
     epoch, threshold = cv["epoch"], cv["threshold"]
-    cv["cv_seconds"] = round(time.time() - started, 1)
-    save_json(out / "cv.json", cv)
     if args.cv_only:
         return cv
 
@@ -92,10 +91,10 @@ def train_with_cv(args: argparse.Namespace) -> dict:
 
 
 def oof_report(task: str, labels, y, groups, fold_of, oof: dict, recipe: dict, tta_chosen: bool, grouped_by: str,
-               out: Path, fixed_epoch: int | None = None) -> dict:
+               out: Path, fixed_epoch: int | None = None, **recorded) -> dict:
     """Choose the epoch and threshold on pooled out-of-fold scores ({"scores": (epochs, n), "tta": {epoch:
     (n,)}}; with tta_chosen among the epochs with mirror-TTA scores; fixed_epoch: that epoch, the curve
-    still recorded), summarise -> out/cv.json, cv.md."""
+    still recorded), summarise -> out/cv.json (with the `recorded` fields too), cv.md."""
     if tta_chosen:
         tta_epochs = sorted(oof["tta"])
         position, curve = choose_epoch(task, y, np.stack([oof["tta"][e] for e in tta_epochs]), labels)
@@ -119,7 +118,7 @@ def oof_report(task: str, labels, y, groups, fold_of, oof: dict, recipe: dict, t
           "folds": int(fold_of.max()) + 1, "cells": len(y), "patients": len(set(groups)), "epoch": epoch,
           "grouped_by": grouped_by, "threshold": threshold,
           "threshold_policy": THRESHOLD_POLICY[task].replace("validation", "pooled out-of-fold"),
-          "epoch_curve": curve, "tta": tta, **result}
+          "epoch_curve": curve, "tta": tta, **result, **recorded}
     if fixed_epoch:
         cv["epoch_fixed"] = {"epoch": fixed_epoch, "this_run_would_choose": own_choice,
                              "why": "chosen by an earlier run of the same recipe; GPU training is not bit-for-bit repeatable"}

@@ -115,10 +115,14 @@ def _lite0_score_and_features(model: keras.Model, inputs):
     outputs = keras.Model(backbone.input, [backbone.output, *early])(inputs)
     last = layers.GlobalAveragePooling2D()(outputs[0])
     score = model.get_layer("score")(last)  # the dropout before it is inactive at inference
-    channels = int(last.shape[-1])
-    grouped = layers.Reshape((LITE0_FEATURE_GROUPS, channels // LITE0_FEATURE_GROUPS, 1))(last)
-    grouped = layers.Flatten()(layers.AveragePooling2D((1, channels // LITE0_FEATURE_GROUPS))(grouped))
-    return score, [*(layers.GlobalAveragePooling2D()(m) for m in outputs[1:]), grouped]
+    return score, [*(layers.GlobalAveragePooling2D()(m) for m in outputs[1:]), lite0_grouped_features(last)]
+
+
+def lite0_grouped_features(pooled):
+    """(n, 1,280) pooled features -> (n, 128) means of neighbouring channels (int8-TFLite-friendly ops)."""
+    width = int(pooled.shape[-1]) // LITE0_FEATURE_GROUPS
+    grouped = layers.Reshape((LITE0_FEATURE_GROUPS, width, 1))(pooled)
+    return layers.Flatten()(layers.AveragePooling2D((1, width))(grouped))
 
 
 def _score_and_features(model: keras.Model, inputs):

@@ -359,8 +359,7 @@ def report(arrays: str, run_dir: str, tta: bool, epoch: int | None = None) -> in
     from train.cv_run import oof_report
 
     stored = np.load(arrays)
-    spec = json.loads(str(stored["spec"]))
-    task = "leukemia" if spec["name"] == "cnmc_cell" else "brain"
+    task = _task_of(json.loads(str(stored["spec"])))
     out = Path(run_dir)
     scores = np.load(out / "oof_scores.npz")
     recipe = json.loads((out / "recipe.json").read_text())["recipe"]
@@ -373,6 +372,10 @@ def report(arrays: str, run_dir: str, tta: bool, epoch: int | None = None) -> in
     oof_report(task, labels_for(task), stored["y"], stored["groups"], stored["fold_of"], oof, recipe, tta,
                grouped_by, out, fixed_epoch=epoch)
     return 0
+
+
+def _task_of(spec: dict) -> str:
+    return "leukemia" if spec["name"] == "cnmc_cell" else "brain"
 
 
 def keras_lite0(weights: dict, input_shape: tuple[int, int, int]):
@@ -388,6 +391,16 @@ def keras_lite0(weights: dict, input_shape: tuple[int, int, int]):
     return model
 
 
+def _keras_fold_models(source: Path, target: Path, epoch: int, folds: int, shape) -> list[str]:
+    """The fold weights of `run --save-epoch` in source as Keras models in target/folds -> their paths
+    relative to target."""
+    (target / "folds").mkdir(parents=True, exist_ok=True)
+    paths = [f"folds/fold{fold}_epoch{epoch:02d}.keras" for fold in range(folds)]
+    for fold, path in enumerate(paths):
+        keras_lite0(dict(np.load(source / f"fold{fold}_epoch{epoch:02d}.npz")), shape).save(target / path)
+    return paths
+
+
 def int8_check(arrays: str, run_dir: str, epoch: int, calibration: int = 1000) -> dict:
     """Each saved fold model as Keras, converted to float32 and int8 TFLite (calibrated on its own
     training folds) and scored on its held-out fold, exactly as edge-convert verifies fold models ->
@@ -400,14 +413,9 @@ def int8_check(arrays: str, run_dir: str, epoch: int, calibration: int = 1000) -
     x = stored["x"].astype(np.float32) / 255
     x = x[..., None] if x.ndim == 3 else x
     y, fold_of = stored["y"], stored["fold_of"]
-    task = "leukemia" if json.loads(str(stored["spec"]))["name"] == "cnmc_cell" else "brain"
+    task = _task_of(json.loads(str(stored["spec"])))
     out = Path(run_dir)
-    fold_models = []
-    for fold in range(int(fold_of.max()) + 1):
-        path = f"folds/fold{fold}_epoch{epoch:02d}.keras"
-        (out / "folds").mkdir(exist_ok=True)
-        keras_lite0(dict(np.load(out / f"fold{fold}_epoch{epoch:02d}.npz")), x.shape[1:]).save(out / path)
-        fold_models.append(path)
+    fold_models = _keras_fold_models(out, out, epoch, int(fold_of.max()) + 1, x.shape[1:])
     scores, _ = _fold_scores(out, {"cv": {"fold_models": fold_models}}, x, y, fold_of, ["float32", "int8"],
                              argparse.Namespace(calibration=calibration, seed=0))
     threshold = choose_threshold(task, y, scores["float32"])
@@ -433,16 +441,11 @@ def assemble(arrays: str, run_dir: str, out: str) -> Path:
     source, target = Path(run_dir), Path(out)
     cv = json.loads((source / "cv.json").read_text())
     epoch, recipe = cv["epoch"], cv["recipe"]
-    task = "leukemia" if recipe["preprocessing"]["name"] == "cnmc_cell" else "brain"
+    task = _task_of(recipe["preprocessing"])
     if recipe["backbone"] != "lite0":
         raise ValueError(f"{source}: only Lite0 runs can be assembled (the compact CNN is trained by edge-train)")
     shape = stored["x"].shape[1:]
-    (target / "folds").mkdir(parents=True, exist_ok=True)
-    fold_models = []
-    for fold in range(cv["folds"]):
-        path = f"folds/fold{fold}_epoch{epoch:02d}.keras"
-        keras_lite0(dict(np.load(source / f"fold{fold}_epoch{epoch:02d}.npz")), shape).save(target / path)
-        fold_models.append(path)
+    fold_models = _keras_fold_models(source, target, epoch, cv["folds"], shape)
     model = keras_lite0(dict(np.load(source / f"all_epoch{epoch:02d}.npz")), shape)
     model.save(target / "model.keras")
     rows = [dict(sample, group=str(group), subset="train", fold=int(fold)) for sample, group, fold
