@@ -49,7 +49,15 @@ on every group, does on a new one.
 
 Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}; the per-patient (per-group)
 table, the epoch curve and the recipes compared are in `training/{metadata['task']}/cv.md` and `COMPARISON.md`.
-Reproduce with `make {metadata['task']}-model` (`make {metadata['task']}-experiments` for the comparison).{_tta_note(cv)}"""
+{_reproduce(metadata['task'], recipe)}{_tta_note(cv)}"""
+
+
+def _reproduce(task: str, recipe: dict) -> str:
+    if recipe.get("framework") != "pytorch":
+        return f"Reproduce with `make {task}-model` (`make {task}-experiments` for the comparison)."
+    return (f"Reproduce with `make backbone-arrays`, then `make backbone-runs` on a machine with PyTorch and a GPU, "
+            f"then `make {task}-model`; the backbone comparison that chose it is `training/{task}/BACKBONES.md` "
+            f"(`make backbone-tables`); `make {task}-experiments` reruns the other recipes compared.")
 
 
 def _network(metadata: dict) -> str:
