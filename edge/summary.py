@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -26,6 +27,7 @@ def wilson_interval(positives: int, total: int, z: float = Z95) -> tuple[float, 
 class SessionSummary:
     labels: tuple[str, str]  # (negative, positive)
     decision_fraction: float  # a session whose positive share is clearly above this is called positive
+    confidence: float = 0.95  # of the Wilson interval that must clear the decision fraction
     images: int = 0
     errors: int = 0
     out_of_domain: int = 0
@@ -48,7 +50,7 @@ class SessionSummary:
         negatives, positives = (self.counts.get(label, 0) for label in self.labels)
         classified = negatives + positives
         share = positives / classified if classified else None
-        low, high = wilson_interval(positives, classified)
+        low, high = wilson_interval(positives, classified, NormalDist().inv_cdf(0.5 + self.confidence / 2))
         if self.out_of_domain > (self.images - self.errors) / 2:
             call = "out_of_domain"
         elif classified and low > self.decision_fraction:

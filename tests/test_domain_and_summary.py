@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check, flag_threshold
-from convert.session import choose_decision_fraction
+from convert.session import best_fraction, choose_decision_fraction, count_calls, held_out_counts, session_calls
 from edge.domain import DomainCheck
 from edge.summary import SessionSummary, wilson_interval
 
@@ -123,6 +123,25 @@ def test_decision_fraction_chosen_without_wrong_calls_on_known_groups():
     choice = choose_decision_fraction(np.array(y), np.array(scores), np.array(groups), 0.5, ("hem", "all"))
     assert choice["wrong"] == 0 and choice["right"] == 6
     assert 0.45 < choice["decision_fraction"] < 0.7
+
+
+
+def test_a_wider_interval_turns_a_small_clear_session_uncertain():
+    session = dict(images=12, counts={"hem": 2, "all": 10})
+    assert SessionSummary(("hem", "all"), 0.5, **session).as_dict()["call"] == "all"
+    assert SessionSummary(("hem", "all"), 0.5, 0.99, **session).as_dict()["call"] == "uncertain"
+
+
+def test_held_out_session_counts_choose_the_fraction_without_the_fold_they_score():
+    labels = ("hem", "all")
+    # folds 0 and 1 put every normal group at 30% positive and every blast group at 95%; fold 2 holds a
+    # normal group at 75%: chosen on the other folds the fraction is about 0.65 and its call is wrong,
+    # while chosen on all groups the fraction moves above 0.83 and no call is wrong.
+    tallies = {"n0": (0, 30, 100), "b0": (1, 95, 100), "n1": (0, 30, 100), "b1": (1, 95, 100),
+               "n2": (0, 75, 100), "b2": (1, 95, 100)}
+    fold_of_group = {"n0": 0, "b0": 0, "n1": 1, "b1": 1, "n2": 2, "b2": 2}
+    assert count_calls(session_calls(tallies, labels, best_fraction(tallies, labels)), labels)["wrong"] == 0
+    assert held_out_counts(tallies, fold_of_group, labels) == {"right": 5, "uncertain": 0, "wrong": 1}
 
 
 # -- the shipped models ----------------------------------------------------------------------------
