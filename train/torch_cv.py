@@ -227,7 +227,7 @@ def tta_views(torch, x, task: str) -> list:
 
 def train_fold(arrays: str, task: str, backbone: str, augment: str, epochs: int, frozen_epochs: int,
                fold: int, weights_path: str | None, save_epoch: int | None = None, seed: int = 0,
-               learning_rate: float = 2e-3, batch: int = 32, width: int = 16) -> dict:
+               learning_rate: float = 2e-3, batch: int = 32) -> dict:
     """One fold: train on the other folds, score the held-out fold after every epoch (plain and TTA);
     with save_epoch, the model's weights at that epoch (float16, to travel back from the GPU machine)."""
     torch, CompactCNN, Lite0 = _networks()
@@ -256,7 +256,7 @@ def train_fold(arrays: str, task: str, backbone: str, augment: str, epochs: int,
     if backbone == "lite0":
         model = Lite0(channels, torch.load(weights_path, map_location="cpu")).to(device)
     else:
-        model = CompactCNN(channels, width).to(device)
+        model = CompactCNN(channels).to(device)
     steps = math.ceil(len(train) / batch)
     jitter = {"stain": stain_jitter, "stain_blur": stain_blur_jitter}.get(augment)
 
@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.all_data:  # the shipped model: every image, weights kept at --save-epoch
         result = train_fold(args.arrays, args.task, args.backbone, args.augment, args.epochs, args.frozen_epochs,
-                            -1, args.weights, args.save_epoch, args.seed, width=args.width)
+                            -1, args.weights, args.save_epoch)
         np.savez(out / f"all_epoch{args.save_epoch:02d}.npz", **result["weights"])
         print(f"{args.task} {args.backbone}: all {len(y)} images in {result['seconds']:.0f} s -> {out}", flush=True)
         return 0
@@ -330,8 +330,7 @@ def run(args: argparse.Namespace) -> int:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(folds, mp_context=context) as pool:
         jobs = [pool.submit(train_fold, args.arrays, args.task, args.backbone, args.augment, args.epochs,
-                            args.frozen_epochs, fold, args.weights, args.save_epoch, args.seed, width=args.width)
-                for fold in range(folds)]
+                            args.frozen_epochs, fold, args.weights, args.save_epoch) for fold in range(folds)]
         results = [job.result() for job in jobs]
     scores = np.full((args.epochs, len(y)), np.nan, np.float32)
     tta = np.full((args.epochs, len(y)), np.nan, np.float32)
@@ -339,8 +338,8 @@ def run(args: argparse.Namespace) -> int:
         scores[:, result["held"]], tta[:, result["held"]] = result["scores"], result["tta"]
     np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,
              **{f"tta_epoch{e}": tta[e - 1] for e in range(4, args.epochs + 1, 4)})
-    recipe = {"preprocessing": json.loads(str(stored["spec"])), "backbone": args.backbone, "width": args.width,
-              "learning_rate": 2e-3, "horizon": args.epochs, "batch_size": 32, "augment": args.augment, "seed": args.seed,
+    recipe = {"preprocessing": json.loads(str(stored["spec"])), "backbone": args.backbone, "width": 16,
+              "learning_rate": 2e-3, "horizon": args.epochs, "batch_size": 32, "augment": args.augment, "seed": 0,
               "framework": "pytorch"}
     if args.backbone == "lite0":
         recipe["frozen_epochs"] = args.frozen_epochs
@@ -483,8 +482,6 @@ def main(argv=None) -> int:
     runner.add_argument("--augment", choices=["light", "basic", "stain", "stain_blur"], required=True)
     runner.add_argument("--epochs", type=int, default=24)
     runner.add_argument("--frozen-epochs", type=int, default=2)
-    runner.add_argument("--width", type=int, default=16, help="small: channels of the first layer (edge-train --width)")
-    runner.add_argument("--seed", type=int, default=0, help="fold k's random stream is seed + k, as in edge-train")
     runner.add_argument("--weights", help="lite0: the efficientnet-lite0 .pth state dict")
     runner.add_argument("--save-epoch", type=int, help="keep each fold model's weights at this epoch (float16)")
     runner.add_argument("--all-data", action="store_true", help="train one model on every image (needs --save-epoch)")
