@@ -34,7 +34,7 @@ demo: setup
 # Reproduce the shipped models from the real data (2-core CPU; the brain model's training needs a GPU
 # machine with PyTorch, see brain-model below). Every choice was made by 5-fold
 # cross-validation grouped by patient / near-duplicate group: `make leukemia-experiments` and
-# `make brain-experiments` rerun the compared recipes (leukemia about 20 minutes each, 35 with stain jitter; brain about 12, 40 at 192 px and 32 epochs) and
+# `make brain-experiments` rerun the compared recipes (leukemia about 20 minutes each, 35 with stain jitter, 9 at 64 px, 34 at 128; brain about 12, 40 at 192 px and 32 epochs) and
 # write the comparison tables; the *-model targets reuse the chosen recipe's CV from runs/cv, train it on
 # all of the data and convert it.
 models: brain-model leukemia-model
@@ -51,6 +51,9 @@ leukemia-experiments: setup
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur --cell-crop fixed --augment stain_blur
 	mkdir -p models/training/leukemia
 	$(BIN)/python -m train.compare_cv $(LEUKEMIA_RUNS) --out models/training/leukemia/COMPARISON.md
+	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur_64 --cell-crop fixed --augment stain_blur --size 64
+	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur_128 --cell-crop fixed --augment stain_blur --size 128
+	$(BIN)/python -m train.compare_cv runs/cv/fixed_stain_blur_64 runs/cv/fixed_stain_blur runs/cv/fixed_stain_blur_128 --out models/training/leukemia/SIZE.md
 
 leukemia-model: setup
 	$(LEUKEMIA_CV) --out runs/cv/fixed_stain_blur --cell-crop fixed --augment stain_blur
