@@ -48,7 +48,7 @@ on every group, does on a new one.
 {chr(10).join(f"| {key} | {cv['pooled'][key]:.4f} | {spread[key]['mean']:.4f} | {spread[key]['sd']:.4f} |" for key in ("accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc"))}
 
 Groups whose majority call is right: {cv['groups_majority_right']} of {cv['groups']}; the per-patient (per-group)
-table, the epoch curve and the recipes compared are in `training/{metadata['task']}/cv.md` and `COMPARISON.md`.
+table and the epoch curve are in `training/{metadata['task']}/cv.md`, the recipes compared in the other tables there.
 {_reproduce(metadata['task'], recipe)}{_tta_note(cv)}"""
 
 
