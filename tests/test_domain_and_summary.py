@@ -125,7 +125,6 @@ def test_decision_fraction_chosen_without_wrong_calls_on_known_groups():
     assert 0.45 < choice["decision_fraction"] < 0.7
 
 
-
 def test_a_wider_interval_turns_a_small_clear_session_uncertain():
     session = dict(images=12, counts={"hem": 2, "all": 10})
     assert SessionSummary(("hem", "all"), 0.5, **session).as_dict()["call"] == "all"
