@@ -241,3 +241,32 @@ def test_light_augmentation_is_the_flip_and_a_small_shift_only():
     light = augmentation("brain", light=True)
     assert [type(layer).__name__ for layer in light.layers] == ["RandomFlip", "RandomTranslation"]
     assert len(augmentation("brain").layers) > 2
+
+
+def test_group_balanced_weights_shrink_large_patients_and_keep_classes_balanced():
+    from train.fitting import group_balanced_weights
+
+    y = np.array([1] * 100 + [1] + [0] * 4 + [0] * 16)
+    groups = np.array(["big"] * 100 + ["one"] + ["h1"] * 4 + ["h2"] * 16)
+    weights = group_balanced_weights(y, groups)
+    assert weights[y == 0].sum() == pytest.approx(len(y) / 2) and weights[y == 1].sum() == pytest.approx(len(y) / 2)
+    assert weights[0] / weights[100] == pytest.approx(1 / 10)  # 1/sqrt(100) against 1/sqrt(1)
+    assert weights[101] / weights[105] == pytest.approx(2)  # 1/sqrt(4) against 1/sqrt(16)
+    assert weights[groups == "big"].sum() / weights[groups == "one"].sum() == pytest.approx(10)
+
+
+def test_ema_model_is_the_average_that_each_epoch_is_scored_with():
+    from train.fitting import fit
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((48, 16, 16, 3), dtype=np.float32), np.tile([0, 1, 1], 16)
+    groups = np.repeat([f"p{i}" for i in range(6)], 8)
+    recipe = {"backbone": "small", "width": 4, "learning_rate": 2e-3, "horizon": 2, "batch_size": 16,
+              "augment": "stain_blur", "seed": 0, "ema": 0.9, "group_balance": True}
+    seen = []
+    model = fit(x, y, "leukemia", recipe, 2, on_epoch=lambda epoch, m: seen.append(m.get_weights()), groups=groups)
+    assert len(seen) == 2 and all(np.array_equal(a, b) for a, b in zip(seen[-1], model.get_weights()))
+    plain = fit(x, y, "leukemia", {**recipe, "ema": None}, 2, groups=groups)
+    assert not np.allclose(plain.get_weights()[0], model.get_weights()[0])  # the average is not the last step
+    with pytest.raises(ValueError, match="groups"):
+        fit(x, y, "leukemia", recipe, 1)

@@ -49,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cv-only", action="store_true", help="with --cv: stop after the cross-validation")
     parser.add_argument("--augment", choices=["light", "basic", "stain", "stain_blur"], default="basic",
                         help="with --cv: light (flip, small shift), basic (geometry, brightness, contrast, hue), stain (+ HED stain, gamma jitter), stain_blur (+ Gaussian blur)")
+    parser.add_argument("--group-balance", action="store_true",
+                        help="with --cv: weight each image by 1/sqrt(images of its patient or group), classes kept balanced")
+    parser.add_argument("--ema", type=float, metavar="MOMENTUM",
+                        help="with --cv: score and ship an exponential moving average of the weights (e.g. 0.995)")
     parser.add_argument("--tta", action="store_true",
                         help="with --cv, brain: choose on mirror test-time-augmented scores and ship the mirror inside the model")
     parser.add_argument("--ensemble", nargs="+", metavar="RUN",

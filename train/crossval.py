@@ -25,7 +25,7 @@ def group_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
     return fold_of
 
 
-def run_folds(x, y, fold_of, task: str, recipe: dict, out: Path, tta_every: int = 4) -> dict:
+def run_folds(x, y, fold_of, task: str, recipe: dict, out: Path, tta_every: int = 4, groups=None) -> dict:
     """Train one model per fold for recipe['horizon'] epochs -> {"scores": (epochs, n) out-of-fold
     scores, "tta": {epoch: (n,) scores averaged over flips and quarter turns}}; every fold's model
     of every epoch is saved as out/folds/fold<k>/epoch<e>.keras."""
@@ -46,7 +46,8 @@ def run_folds(x, y, fold_of, task: str, recipe: dict, out: Path, tta_every: int 
                 tta[epoch][held] = predict(model, x[held], task)
             model.save(folder / f"epoch{epoch:02d}.keras")
 
-        fit(x[~held], y[~held], task, {**recipe, "seed": recipe["seed"] + fold}, epochs, on_epoch)
+        fit(x[~held], y[~held], task, {**recipe, "seed": recipe["seed"] + fold}, epochs, on_epoch,
+            groups=None if groups is None else groups[~held])
         print(f"fold {fold}: {int(held.sum())} held out, epoch-{epochs} AUC "
               f"{roc_auc_score(y[held], scores[-1, held]) if len(set(y[held])) == 2 else float('nan'):.4f}", flush=True)
     np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,

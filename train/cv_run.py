@@ -26,6 +26,10 @@ def recipe_from(args: argparse.Namespace, spec: dict) -> dict:
               "horizon": args.epochs, "batch_size": args.batch_size, "augment": args.augment, "seed": args.seed}
     if args.backbone == "lite0":
         recipe["frozen_epochs"] = args.frozen_epochs
+    if args.group_balance:  # only when set, so the recipes of earlier runs stay equal to theirs
+        recipe["group_balance"] = True
+    if args.ema:
+        recipe["ema"] = args.ema
     return recipe
 
 
@@ -55,7 +59,7 @@ def train_with_cv(args: argparse.Namespace) -> dict:
     recipe = recipe_from(args, spec)
     oof = earlier_folds(out, recipe, fold_of, y)
     if oof is None:
-        oof = run_folds(x, y, fold_of, args.task, recipe, out)
+        oof = run_folds(x, y, fold_of, args.task, recipe, out, groups=groups)
     else:
         print(f"reusing the out-of-fold scores of the same recipe and folds in {out}", flush=True)
     cv = oof_report(args.task, labels, y, groups, fold_of, oof, recipe, args.tta, grouped_by, out,
@@ -66,7 +70,7 @@ def train_with_cv(args: argparse.Namespace) -> dict:
 
     from train.fitting import fit
 
-    model = fit(x, y, args.task, recipe, epoch, verbose=2)
+    model = fit(x, y, args.task, recipe, epoch, verbose=2, groups=groups)
     fold_models = [f"folds/fold{k}/epoch{epoch:02d}.keras" for k in range(args.cv)]
     if args.tta:
         import keras
@@ -161,6 +165,15 @@ def _network_and_schedule(recipe: dict) -> str:
             f"over {recipe['horizon']} epochs")
 
 
+def _weighting(recipe: dict) -> str:
+    parts = []
+    if recipe.get("group_balance"):
+        parts.append(", images weighted by 1/sqrt(images of their group)")
+    if recipe.get("ema"):
+        parts.append(f", the weights' moving average (EMA momentum {recipe['ema']}) scored and kept")
+    return "".join(parts)
+
+
 def cv_markdown(cv: dict) -> str:
     pooled, spread = cv["pooled"], cv["fold_mean_sd"]
     recipe = cv["recipe"]
@@ -168,7 +181,8 @@ def cv_markdown(cv: dict) -> str:
         f"# Cross-validation by {cv['grouped_by']}: {cv['cells']} images, {cv['patients']} groups, {cv['folds']} folds",
         "",
         f"Recipe: preprocessing `{json.dumps(recipe['preprocessing'])}`, {_network_and_schedule(recipe)}, "
-        f"augmentation `{recipe['augment']}`, batch {recipe['batch_size']}, balanced class weights, seed {recipe['seed']}.",
+        f"augmentation `{recipe['augment']}`, batch {recipe['batch_size']}, balanced class weights{_weighting(recipe)}, "
+        f"seed {recipe['seed']}.",
         *([f"Ensemble, scores averaged: " + "; ".join(f"`{m['run']}` (epoch {m['epoch']})" for m in recipe["ensemble_of"]) + "."]
           if "ensemble_of" in recipe else []),
         *([f"Scored with test-time augmentation ({cv['test_time_augmentation']}), inside the shipped model; "

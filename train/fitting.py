@@ -10,14 +10,28 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
+def group_balanced_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per-image training weights: each image weighted by 1/sqrt(images of its patient or group), then
+    each class scaled to the total that balanced class weights give it (n/2), so a patient with 400
+    cells counts about 20 times one with a single cell instead of 400 times."""
+    _, index, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    weights = 1.0 / np.sqrt(counts[index])
+    for label in (0, 1):
+        members = y == label
+        weights[members] *= (len(y) / 2) / weights[members].sum()
+    return weights.astype("float32")
+
+
+def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, weights: np.ndarray | None = None):
+    """Batches of (images, labels) or, with per-image weights, (images, labels, weights)."""
     import tensorflow as tf
 
     from train.model import augmentation
 
     augment = augmentation(task, light=recipe["augment"] == "light")
     rng = np.random.default_rng(recipe["seed"])
-    dataset = (tf.data.Dataset.from_tensor_slices((x, y.astype("float32")))
+    columns = (x, y.astype("float32")) if weights is None else (x, y.astype("float32"), weights)
+    dataset = (tf.data.Dataset.from_tensor_slices(columns)
                .shuffle(len(x), seed=recipe["seed"], reshuffle_each_iteration=True)
                .batch(recipe["batch_size"]))
     if recipe["augment"] in ("stain", "stain_blur"):
@@ -28,25 +42,29 @@ def training_dataset(x: np.ndarray, y: np.ndarray, task: str, recipe: dict):
         def jitter(images):
             return jitter_images(images, rng)
 
-        def with_stain(images, labels):
+        def with_stain(images, *rest):
             jittered = tf.numpy_function(jitter, [images], tf.float32, stateful=True)
-            return tf.ensure_shape(jittered, images.shape), labels
+            return tf.ensure_shape(jittered, images.shape), *rest
 
         if task != "leukemia":
             raise ValueError("stain augmentation is for cells (leukemia)")
         dataset = dataset.map(with_stain, num_parallel_calls=1)
     elif recipe["augment"] not in ("basic", "light"):
         raise ValueError(f"unknown augmentation {recipe['augment']!r}")
-    return (dataset.map(lambda images, labels: (augment(images, training=True), labels),
+    return (dataset.map(lambda images, *rest: (augment(images, training=True), *rest),
                         num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_epoch=None, verbose: int = 0):
+def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_epoch=None, verbose: int = 0,
+        groups: np.ndarray | None = None):
     """-> the model after `epochs` epochs; on_epoch(epoch_number, model) is called after each one.
     The small CNN trains on a cosine schedule from the learning rate over the horizon. Lite0 trains
     its head alone at the learning rate for `frozen_epochs`, then every layer on a cosine schedule
-    from a twentieth of it over the remaining epochs of the horizon."""
+    from a twentieth of it over the remaining epochs of the horizon. recipe["group_balance"] weights
+    images by their patient or group (`groups`, see group_balanced_weights); recipe["ema"] (a
+    momentum) keeps an exponential moving average of the weights, which on_epoch and the returned
+    model see."""
     import keras
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -55,17 +73,23 @@ def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_e
     if epochs > recipe["horizon"]:
         raise ValueError(f"epochs {epochs} beyond the schedule horizon {recipe['horizon']}")
     keras.utils.set_random_seed(recipe["seed"])
-    dataset = training_dataset(x, y, task, recipe)
+    if recipe.get("group_balance"):
+        if groups is None:
+            raise ValueError("group_balance needs the images' groups")
+        dataset, class_weight = training_dataset(x, y, task, recipe, group_balanced_weights(y, groups)), None
+    else:
+        weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+        dataset, class_weight = training_dataset(x, y, task, recipe), {0: float(weights[0]), 1: float(weights[1])}
     steps = int(np.ceil(len(x) / recipe["batch_size"]))
-    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
-    callbacks = []
+    ema = recipe.get("ema")
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []  # before on_epoch: it sees the average
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, model)))
 
     def train(learning_rate, until: int, after: int = 0):
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
-        model.fit(dataset, epochs=until, initial_epoch=after, class_weight={0: float(weights[0]), 1: float(weights[1])},
-                  callbacks=callbacks, verbose=verbose)
+        optimizer = keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema) if ema else keras.optimizers.Adam(learning_rate)
+        model.compile(optimizer=optimizer, loss="binary_crossentropy")
+        model.fit(dataset, epochs=until, initial_epoch=after, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
 
     if recipe["backbone"] == "small":
         model = build_model(x.shape[1:], width=recipe["width"])
