@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,9 +57,11 @@ def cached_arrays(samples: list[Sample], spec: dict, cache_dir: str | os.PathLik
     kept, x, y, hashes = load_arrays(samples, spec, with_hash)
     index = {id(s): i for i, s in enumerate(samples)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
+    # a file of its own for each writer: two runs may fill one cache at once
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npz")
     extra = {"hashes": hashes} if with_hash else {}
-    np.savez(partial, x=x, y=y, kept=np.array([index[id(s)] for s in kept]), **extra)
+    with os.fdopen(handle, "wb") as out:
+        np.savez(out, x=x, y=y, kept=np.array([index[id(s)] for s in kept]), **extra)
     os.replace(partial, path)
     return kept, x, y, hashes
 
