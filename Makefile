@@ -54,6 +54,9 @@ leukemia-experiments: setup
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur_64 --cell-crop fixed --augment stain_blur --size 64
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur_128 --cell-crop fixed --augment stain_blur --size 128
 	$(BIN)/python -m train.compare_cv runs/cv/fixed_stain_blur_64 runs/cv/fixed_stain_blur runs/cv/fixed_stain_blur_128 --out models/training/leukemia/SIZE.md
+	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur_balanced --cell-crop fixed --augment stain_blur --group-balance
+	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_stain_blur_ema --cell-crop fixed --augment stain_blur --ema 0.995
+	$(BIN)/python -m train.compare_cv runs/cv/fixed_stain_blur runs/cv/fixed_stain_blur_balanced runs/cv/fixed_stain_blur_ema --out models/training/leukemia/WEIGHTING.md
 
 leukemia-model: setup
 	$(LEUKEMIA_CV) --out runs/cv/fixed_stain_blur --cell-crop fixed --augment stain_blur
