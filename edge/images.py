@@ -45,6 +45,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         if os.path.getsize(name) == 0:
             raise ImageError(f"{name}: empty file")
+        if _has_dicom_prefix(name):  # a DICOM file, whatever its name
+            return _load_dicom(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a damaged file's warnings: its error line says enough
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -73,6 +75,22 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{name}: too large (over Pillow's decompression-bomb limit)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, ZeroDivisionError) as error:
         raise ImageError(f"{name}: damaged image ({_one_line(error)})") from None
+
+
+def _has_dicom_prefix(name: str) -> bool:
+    with open(name, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _load_dicom(name: str) -> np.ndarray:
+    try:
+        from edge.dicom import load_dicom_image  # edge.dicom imports this module: imported on use
+        import pydicom  # noqa: F401
+    except ImportError:
+        raise ImageError(f"{name}: a DICOM file; reading DICOM needs the dicom extra "
+                         "(pip install 'edge-medical[dicom]')") from None
+    return load_dicom_image(name)
 
 
 def _one_line(error: Exception) -> str:
