@@ -36,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--abstain", action="store_true",
                         help="answer 'uncertain' near the threshold or out of domain, instead of a label")
     parser.add_argument("--summary", action="store_true",
-                        help="after the per-image lines, one summary of them all (a session: one slide or patient)")
+                        help="after the per-image lines, one summary of them all (a session: one slide or patient); "
+                             "DICOM inputs get one summary per series")
+    parser.add_argument("--sr", metavar="DIR", help="DICOM inputs: write one DICOM structured report per series into DIR")
     return parser.parse_args(argv)
 
 
@@ -140,12 +142,18 @@ def main(argv=None) -> int:
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-classify: {error}", file=sys.stderr)
         return 2
+    from edge.dicom_cli import check_sr_dir, classify_dicom, split_inputs
+
+    inputs, dicom_files = split_inputs(args.inputs)  # DICOM files, by content, go series by series
+    if args.sr and check_sr_dir(args.sr):
+        print(f"edge-classify: {check_sr_dir(args.sr)}", file=sys.stderr)
+        return 2
     summary = SessionSummary(classifier.labels, classifier.spec.decision_fraction or 0.5)
     failed = 0
     try:
         printer = Printer("json" if args.json else "csv" if args.csv else "table", classifier.labels)
         with classifier:
-            for path, problem in expand_inputs(args.inputs):
+            for path, problem in expand_inputs(inputs):
                 try:
                     if problem:
                         raise ImageError(problem)
@@ -157,7 +165,8 @@ def main(argv=None) -> int:
                     continue
                 summary.add(result.label, out_of_domain=bool(result.out_of_domain))
                 printer.result(path, result)
-            if args.summary:
+            failed += classify_dicom(classifier, dicom_files, printer, args.summary, args.sr)
+            if args.summary and (summary.images or not dicom_files):
                 printer.summary(summary.as_dict())
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -180,11 +180,14 @@ def slice_infos(ds, path: str) -> list[SliceInfo]:
     from pydicom.uid import UID
 
     sop_class = str(ds.get("SOPClassUID", ""))
+    if not sop_class:
+        raise DicomError(f"{path}: incomplete or damaged DICOM object (no SOP Class UID)")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         kind = UID(sop_class).name if sop_class else "no SOP Class UID"
         raise DicomSkip(f"{path}: not an image ({kind}; no Pixel Data)")
     if "PixelData" not in ds:
         raise DicomSkip(f"{path}: float pixel data (parametric map) is not classified")
+    check_pixel_header(ds, path)  # before a SliceInfo per frame is made for a header claiming 1000 frames
     frames = _int(ds.get("NumberOfFrames"), 1) or 1
     image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
     common = dict(path=path, frames=frames, study_uid=str(ds.get("StudyInstanceUID", "")),

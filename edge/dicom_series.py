@@ -184,3 +184,31 @@ def find_dicom_files(folder: str | os.PathLike, is_other_image: Callable[[str], 
             if not is_other_image(name) and is_dicom_file(path):
                 found.append(path)
     return sorted(found)
+
+
+def modalities_of(task: str) -> tuple[str, ...]:
+    return MODALITIES.get(task, ())
+
+
+def classify_files(classifier, paths: Iterable[str | os.PathLike],
+                   on_slice: Callable[[SeriesReport, SliceResult, object], None] | None = None) -> Scan:
+    """Scan the files, then classify every series with an edge.classifier.Classifier, series by series."""
+    result = scan(paths, modalities_of(classifier.spec.task))
+    for report in result.series:
+        callback = None if on_slice is None else (lambda s, r, report=report: on_slice(report, s, r))
+        classify_series(report, classifier.classify, classifier.labels[1], callback)
+    return result
+
+
+def model_identity(classifier) -> dict:
+    """Name, version (the edge-medical release that ships it) and SHA-256 of the model file."""
+    from importlib import metadata
+
+    from edge.metadata import sha256_of
+
+    try:
+        version = metadata.version("edge-medical")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    path = classifier.model_path
+    return {"name": path.stem, "version": f"edge-medical {version}", "sha256": sha256_of(path)}
