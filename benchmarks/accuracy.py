@@ -71,6 +71,14 @@ def evaluate(labels, scores, threshold: float, names: tuple[str, str]) -> dict:
     return sklearn_evaluate(labels, scores, threshold, names)
 
 
+def calibration(labels, probabilities) -> dict:
+    """Expected calibration error (10 bins), Brier score and the reliability diagram's bins of the
+    model's (calibrated) probabilities against the labels."""
+    from train.metrics import calibration_scores
+
+    return calibration_scores(probabilities, labels)
+
+
 def agreement(scores_a, threshold_a: float, scores_b, threshold_b: float) -> float:
     """Share of images on which two models give the same label."""
     return float(np.mean((np.asarray(scores_a) >= threshold_a) == (np.asarray(scores_b) >= threshold_b)))

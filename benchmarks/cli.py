@@ -159,6 +159,7 @@ def measure_on_data(args, paths: list[Path], metadatas: list[dict], threads: int
     thresholds = [float(m["threshold"]) for m in metadatas]
     per_model = [{"metrics": accuracy.evaluate(truth, scores, threshold, labels),
                   "selective": accuracy.risk_coverage(truth, scores, threshold, flags),
+                  "calibration": accuracy.calibration(truth, scores),
                   "end_to_end_ms": latency.summarize(timings["end_to_end"]),
                   "end_to_end_parts_ms": {k: float(np.median(v)) for k, v in timings.items() if k != "end_to_end"}}
                  for scores, flags, threshold, timings in zip(images["scores"], images["out_of_domain"], thresholds,
@@ -211,7 +212,7 @@ def run(args) -> tuple[dict, dict]:
     models = []
     for m, (path, model_meta) in enumerate(zip(paths, metadatas)):
         first = by_threads[m][0]
-        no_data = {"metrics": None, "selective": None, "end_to_end_ms": None, "end_to_end_parts_ms": None}
+        no_data = {"metrics": None, "selective": None, "calibration": None, "end_to_end_ms": None, "end_to_end_parts_ms": None}
         models.append({
             "name": path.stem, "path": str(path), "precision": model_meta.get("precision", "unknown"),
             "size_bytes": path.stat().st_size, "sha256": model_meta["sha256"], "threads": first["threads"],

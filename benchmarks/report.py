@@ -47,6 +47,9 @@ def rows(result: dict) -> list[tuple[str, list[str]]]:
         table += [(f"accuracy at {share}% coverage (selective)", [_number(m["selective"][f"accuracy_at_{share}"], 4)
                                                                   for m in models]) for share in (90, 80)]
         table.append(("flagged out of domain", [str(m["selective"]["flagged_out_of_domain"]) for m in models]))
+    if models[0].get("calibration"):
+        table += [("ECE, 10 bins (calibration)", [_number(m["calibration"]["ece"], 4) for m in models]),
+                  ("Brier score", [_number(m["calibration"]["brier"], 4) for m in models])]
     if models[0]["metrics"]:
         for key, name in (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("sensitivity", "sensitivity"),
                           ("specificity", "specificity"), ("roc_auc", "ROC AUC")):
@@ -122,7 +125,7 @@ def plot(result: dict, samples: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right, coverage) = plt.subplots(1, 3, figsize=(17, 5))
+    figure, (left, right, coverage, reliability) = plt.subplots(1, 4, figsize=(22, 5))
     keys = sorted(samples, key=lambda key: (key[1], key[0]))
     names = [m["name"] for m in result["models"]]
     left.boxplot([samples[key] for key in keys], showfliers=True)
@@ -150,8 +153,17 @@ def plot(result: dict, samples: dict, path: str) -> None:
         coverage.set_title("risk-coverage")
         coverage.invert_xaxis()
         coverage.legend()
+        reliability.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
+        for model in result["models"]:
+            bins = [b for b in model["calibration"]["reliability"] if b["count"]]
+            reliability.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-",
+                             label=f"{model['name']} (ECE {model['calibration']['ece']:.3f})")
+        reliability.set_xlabel("predicted probability of the positive class (bin mean)")
+        reliability.set_ylabel("observed share positive")
+        reliability.set_title("reliability diagram")
+        reliability.legend()
     else:
-        for axis in (right, coverage):
+        for axis in (right, coverage, reliability):
             axis.text(0.5, 0.5, "no --data: accuracy not measured", ha="center", va="center")
             axis.set_axis_off()
     figure.tight_layout()

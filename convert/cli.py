@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.calibration import Calibration, logit, sigmoid
 from edge.interpreter import feature_details, input_details, make_interpreter, output_details, scores_and_features
+from edge.labels import DISPLAY_NAMES
 from edge.metadata import sha256_of, write_metadata
 from train.data_root import PATHS_NOTE, data_root, relative_to_root
 from train.datasets import Sample
 from train.extra import missing_train_extra
 
-ABSTAIN_SHARE = 0.10
+UNCERTAIN_SHARE = 0.10
 REFERENCE_EVERY = 10  # cross-validated models: the shipped model's scores on every 10th image, for check_models
 
 
@@ -78,7 +80,7 @@ def _calibration(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> np.ndar
 
 
 def _outputs_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(scores, pooled features) of every converted flatbuffer on x, with ai-edge-litert (the
+    """(logits, pooled features) of every converted flatbuffer on x, with ai-edge-litert (the
     verification runtime)."""
     results = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -90,8 +92,8 @@ def _outputs_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, tuple
     return results
 
 
-def _scores_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.ndarray]:
-    return {precision: outputs[0] for precision, outputs in _outputs_of(flatbuffers, x).items()}
+def _logits_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.ndarray]:
+    return {precision: outputs[0].astype(np.float64) for precision, outputs in _outputs_of(flatbuffers, x).items()}
 
 
 def _unseen_distances(flatbuffers: dict[str, bytes], layer_sizes: list[int], x_train, y_train,
@@ -104,17 +106,18 @@ def _unseen_distances(flatbuffers: dict[str, bytes], layer_sizes: list[int], x_t
             for precision in flatbuffers}
 
 
-def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> tuple[dict, dict]:
+def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> tuple[dict, dict, dict]:
     """Out-of-fold scores of each fold's model at the chosen epoch, as Keras and as every converted
-    precision (each calibrated on its own fold's training cells): quantization measured on cells
-    none of the models saw. -> (scores, out-of-domain distances of float32 and int8, each fold's
-    check fitted on its own training folds' features)."""
+    precision (each quantized with its own fold's training cells): quantization measured on cells
+    none of the models saw. -> (uncalibrated probabilities, out-of-domain distances of float32 and
+    int8, each fold's check fitted on its own training folds' features; the converted models' logits)."""
     import keras
 
     from convert.tflite import convert_keras
     from train.model import with_features
 
     pooled = {name: np.full(len(y), np.nan, dtype=np.float32) for name in ["keras", *precisions]}
+    logits = {name: np.full(len(y), np.nan) for name in precisions}
     distances = {precision: np.full(len(y), np.nan) for precision in ("float32", "int8")}
     for fold, fold_model in enumerate(config["cv"]["fold_models"]):
         held = fold_of == fold
@@ -122,13 +125,40 @@ def _fold_scores(run: Path, config: dict, x, y, fold_of, precisions, args) -> tu
         featured, layer_sizes = with_features(model)
         flatbuffers = convert_keras(featured, precisions, _calibration(x[~held], y[~held], args.calibration, args.seed))
         pooled["keras"][held] = model.predict(x[held], batch_size=256, verbose=0).ravel()
-        for precision, fold_scores in _scores_of(flatbuffers, x[held]).items():
-            pooled[precision][held] = fold_scores
+        for precision, fold_logits in _logits_of(flatbuffers, x[held]).items():
+            logits[precision][held] = fold_logits
+            pooled[precision][held] = sigmoid(fold_logits)
         checked = {p: flatbuffers[p] for p in distances}
         for precision, fold_distances in _unseen_distances(checked, layer_sizes, x[~held], y[~held], x[held]).items():
             distances[precision][held] = fold_distances
         print(f"fold {fold}: converted and scored {int(held.sum())} held-out images", flush=True)
-    return pooled, distances
+    return pooled, distances, logits
+
+
+def _calibration_of(logits, y, fold_of, cross_validated: bool) -> tuple[Calibration, dict]:
+    """The calibration fitted on the pooled out-of-fold logits (convert/calibration.py); none for a model
+    verified on one test split (too few images to fit and judge it)."""
+    from convert.calibration import choose, scores
+
+    if not cross_validated:
+        none = Calibration("none", output_kind="logit")
+        return none, {**none.as_metadata(), "uncalibrated": scores(sigmoid(logits), y)}
+    return choose(logits, y, fold_of)
+
+
+def _answer_rules(calibration: Calibration, logits, y, groups, split: dict, threshold: float,
+                  labels: tuple[str, str], cross_validated: bool) -> dict:
+    """On the calibrated out-of-fold probabilities: the threshold restated, the uncertain band, the
+    session rule (chosen across folds: none for a model verified on one test split)."""
+    from convert.session import choose_session_rule, group_table
+
+    probabilities = calibration.probabilities(logits)
+    calibrated_threshold = calibration.probability(float(logit(threshold)))
+    fold_of_group = {r["group"]: r.get("fold", 0) for r in split["samples"]}
+    table = group_table(y, probabilities, groups, calibrated_threshold)
+    return {"threshold": calibrated_threshold,
+            "uncertain_margin": float(np.quantile(np.abs(probabilities - calibrated_threshold), UNCERTAIN_SHARE)),
+            "session": choose_session_rule(table, fold_of_group, labels) if cross_validated else None}
 
 
 def convert(args: argparse.Namespace) -> bool:
@@ -155,7 +185,6 @@ def convert(args: argparse.Namespace) -> bool:
     import keras
 
     from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check, flag_threshold
-    from convert.session import choose_decision_fraction
     from convert.tflite import convert_keras
     from train.model import with_features  # (also registers the Mirror layer of test-time-augmented models)
 
@@ -182,21 +211,22 @@ def convert(args: argparse.Namespace) -> bool:
     if cross_validated:
         evaluated_on = (f"pooled out-of-fold scores of the {config['cv']['folds']} fold models (epoch "
                         f"{config['cv']['epoch']}), each converted and calibrated on its own training folds")
-        all_scores, unseen_distances = _fold_scores(run, config, x, y, fold_of, precisions, args)
+        all_scores, unseen_distances, logits = _fold_scores(run, config, x, y, fold_of, precisions, args)
         y_eval = y
         reference = np.arange(0, len(y), REFERENCE_EVERY)
-        shipped = _scores_of({p: flatbuffers[p] for p in ("float32", "int8")}, x[reference])
+        shipped = _logits_of({p: flatbuffers[p] for p in ("float32", "int8")}, x[reference])
     else:
         evaluated_on = "the held-out test split"
         test = np.flatnonzero(subset == "test")
         y_eval = y[test]
         test_outputs = _outputs_of(flatbuffers, x[test])
+        logits = {p: outputs[0].astype(np.float64) for p, outputs in test_outputs.items()}
         all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
-                      **{p: outputs[0] for p, outputs in test_outputs.items()}}
+                      **{p: sigmoid(value) for p, value in logits.items()}}
         unseen_distances = {p: fitted_check(train_features[p][1], y[fit_on], layer_sizes).distances(test_outputs[p][1])
                             for p in checked}
         reference = test
-        shipped = {p: all_scores[p] for p in ("float32", "int8")}
+        shipped = {p: logits[p] for p in ("float32", "int8")}
     metrics = {key: evaluate(y_eval, value, threshold, tuple(labels)) for key, value in all_scores.items()}
     predictions = {key: value >= threshold for key, value in all_scores.items()}
     agreement = float(np.mean(predictions["float32"] == predictions["int8"]))
@@ -206,9 +236,11 @@ def convert(args: argparse.Namespace) -> bool:
     group_of = {r["path"]: r["group"] for r in split["samples"]}
     evaluated = np.arange(len(y)) if cross_validated else test
     groups = np.array([group_of[samples[i].path] for i in evaluated])
-    sessions = {p: choose_decision_fraction(y_eval, all_scores[p], groups, threshold, tuple(labels)) for p in checked}
-    # --abstain: the band around the threshold that holds ABSTAIN_SHARE of the evaluated images
-    margins = {p: float(np.quantile(np.abs(all_scores[p] - threshold), ABSTAIN_SHARE)) for p in checked}
+    calibrations, calibration_records, answers = {}, {}, {}
+    for p in checked:
+        calibrations[p], calibration_records[p] = _calibration_of(logits[p], y_eval, fold_of[evaluated], cross_validated)
+        answers[p] = _answer_rules(calibrations[p], logits[p], y_eval, groups, split, threshold, tuple(labels),
+                                   cross_validated)
 
     report_config = json.loads((run / "report.json").read_text()) if (run / "report.json").is_file() else {}
     training = {"data": config["data"], "grouped_by": config["grouped_by"], "seed": config["seed"],
@@ -226,20 +258,28 @@ def convert(args: argparse.Namespace) -> bool:
         metadata[precision] = {
             "name": f"{name}_{precision}", "task": task, "precision": precision, "labels": labels,
             "positive_label": labels[1], "input": tensors[precision][0], "output": tensors[precision][1],
+            "output_kind": "logit", "display_names": {label: DISPLAY_NAMES[label] for label in labels},
             "preprocessing": spec, "threshold": threshold, "threshold_policy": config["threshold_policy"],
             "training": training, "metrics_evaluated_on": evaluated_on, "metrics": metrics[precision],
             "keras_validation_metrics": report_config.get("validation"),
         }
         if precision in domain:
+            rules = answers[precision]
             metadata[precision].update({
+                "calibration": {**calibrations[precision].as_metadata(),
+                                **{k: v for k, v in calibration_records[precision].items() if k in ("chosen_by", "compared")},
+                                "fitted_on": evaluated_on},
+                "threshold": rules["threshold"], "threshold_uncalibrated": threshold,
+                "threshold_policy": f"{config['threshold_policy']}, stated on the calibrated probability",
                 "features": tensors[precision][2],
                 "domain": {**domain[precision].as_metadata(),
                            "fitted_on": f"pooled features of the {int(fit_on.sum())} training images",
                            "threshold_policy": f"flags {IN_DOMAIN_FLAG_RATE:.0%} of {evaluated_on}"},
-                "session": {k: sessions[precision][k] for k in ("decision_fraction", "interval", "chosen_on")},
-                "abstain_margin": margins[precision],
-                "abstain_policy": f"--abstain answers 'uncertain' within this distance of the threshold: "
-                                  f"{ABSTAIN_SHARE:.0%} of {evaluated_on}"})
+                **({"session": {k: rules["session"][k] for k in ("rule", "spread_k", "chosen_on")}}
+                   if rules["session"] else {}),
+                "uncertain_margin": rules["uncertain_margin"],
+                "uncertain_policy": f"'uncertain' within this distance of the threshold (calibrated): "
+                                    f"{UNCERTAIN_SHARE:.0%} of {evaluated_on}"})
         write_metadata(out / file["file"], metadata[precision])
     verification = {
         "name": name, "task": task, "evaluated_on": evaluated_on, "test_images": int(len(y_eval)),
@@ -251,7 +291,8 @@ def convert(args: argparse.Namespace) -> bool:
         "reference_scores": {"held_out": not cross_validated, "image_paths": PATHS_NOTE,
                              "paths": [relative_to_root(samples[i].path, root) for i in reference],
                              "labels": y[reference].tolist(),
-                             **{k: [round(float(v), 6) for v in shipped[k]] for k in shipped}},
+                             **{k: [round(float(v), 6) for v in calibrations[k].probabilities(shipped[k])]
+                                for k in shipped}},
         "converted_with": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
                            "python": platform.python_version(), "machine": platform.machine()},
     }
@@ -260,9 +301,12 @@ def convert(args: argparse.Namespace) -> bool:
                                          "distance_median_unseen": float(np.median(unseen_distances[p])),
                                          "distances_unseen": [round(float(v), 6) for v in unseen_distances[p]]}
                                      for p in checked}
-    verification["session"] = sessions
+    verification["calibration"] = calibration_records
+    verification["session"] = {p: answers[p]["session"] for p in checked}
     if cross_validated:
-        verification["per_group_int8"] = per_group_calls(y, all_scores["int8"], groups, threshold, tuple(labels))
+        int8_probabilities = calibrations["int8"].probabilities(logits["int8"])
+        verification["per_group_int8"] = per_group_calls(y, int8_probabilities, groups, answers["int8"]["threshold"],
+                                                         tuple(labels))
     (out / f"{name}_verification.json").write_text(json.dumps(verification, indent=2) + "\n")
     (out / f"{name}_verification.md").write_text(verification_markdown(verification))
     from convert.model_card import model_card

@@ -87,8 +87,9 @@ clinical decisions.
 ## Intended use
 {INTENDED_USE[task]}
 
-Labels: `{metadata['labels'][0]}` (negative), `{metadata['labels'][1]}` (positive). Decision threshold
-{metadata['threshold']:.4f} on the positive score, chosen by: {metadata['threshold_policy']}.
+Labels: `{metadata['labels'][0]}` ({_display(metadata, 0)}, negative), `{metadata['labels'][1]}` ({_display(metadata, 1)},
+positive). Decision threshold {metadata['threshold']:.4f} on the calibrated probability of
+`{metadata['labels'][1]}`, chosen by: {metadata['threshold_policy']}.
 
 ## Data and split
 {_data_section(metadata)}
@@ -110,6 +111,9 @@ float32 / int8 agreement: {verification['agreement']:.4f} of these images get th
 {verification['int8_weighted_f1_drop_pp']:+.2f} points below float32 (negative: above).
 
 {_per_group_section(verification)}
+## Probabilities
+{_calibration_section(verification, metadata)}
+
 ## Knowing when not to answer
 {_abstention_section(verification, metadata)}
 
@@ -138,6 +142,59 @@ def _per_group_section(verification: dict) -> str:
 """
 
 
+def _display(metadata: dict, index: int) -> str:
+    code = metadata["labels"][index]
+    return (metadata.get("display_names") or {}).get(code, code)
+
+
+def reliability_rows(record: dict) -> str:
+    """The reliability diagram as a table: each bin of predicted probability against what was observed."""
+    def figure(value):
+        return "" if value is None else f"{value:.3f}"
+
+    rows = "\n".join(f"| {r['bin'][0]:.1f}-{r['bin'][1]:.1f} | {r['count']} | {figure(r['predicted'])} | "
+                     f"{figure(r['observed'])} |" for r in record["reliability"])
+    return f"| predicted | images | mean predicted | observed share positive |\n|---|---|---|---|\n{rows}"
+
+
+def _calibration_section(verification: dict, metadata: dict) -> str:
+    record = (verification.get("calibration") or {}).get("int8")
+    if record is None:
+        return "No calibration record."
+    calibration = metadata.get("calibration", {"method": "none"})
+    if "calibrated" not in record:
+        return (f"The int8 model outputs the logit of `{metadata['labels'][1]}`; the device reports sigmoid(logit), "
+                f"**not calibrated**: {record.get('why', 'no out-of-fold scores to fit a calibration on')}.")
+    compared = ", ".join(f"{method} {figures['ece']:.4f}" for method, figures in record["compared"].items())
+    return f"""The int8 model outputs the logit of `{metadata['labels'][1]}`; the device maps it to a probability with
+{calibration['method']} scaling (slope {calibration['slope']:.4f}, intercept {calibration['intercept']:.4f}), fitted on
+{metadata['metrics_evaluated_on']}. Method chosen by {record['chosen_by']}: cross-validated ECE {compared}.
+
+| int8, out of fold | ECE (10 bins) | Brier |
+|---|---|---|
+| sigmoid of the logit (uncalibrated) | {record['uncalibrated']['ece']:.4f} | {record['uncalibrated']['brier']:.4f} |
+| calibrated (each fold by the map fitted on the others) | {record['calibrated']['ece']:.4f} | {record['calibrated']['brier']:.4f} |
+
+Reliability of the calibrated probabilities (out of fold):
+
+{reliability_rows(record['calibrated'])}"""
+
+
+def _session_sentence(session: dict, labels: list[str]) -> str:
+    if session is None:
+        return "This model has no session rule."
+    rule = session["rule"]
+    held = session.get("held_out", {})
+    comparison = "; ".join(f"{name.replace('_', ' ')}: {c['right']} right, {c['uncertain']} uncertain, {c['wrong']} wrong"
+                           for name, c in held.items())
+    return (f"A session (`--summary`, `edge-live --session`) is called `{labels[1]}` when at least {rule['min_inputs']} "
+            f"inputs were judged and their mean calibrated probability is at least {rule['positive_from']:.3f}, "
+            f"`{labels[0]}` when it is at most {rule['negative_to']:.3f}, `uncertain` otherwise ({session['chosen_on']}). "
+            f"On the out-of-fold groups: {session['right']} right, {session['uncertain']} uncertain, {session['wrong']} "
+            f"wrong. The whole choice judged on groups it was not made on (made on four folds, applied to the fifth): "
+            f"{comparison}.")
+
+
 def _abstention_section(verification: dict, metadata: dict) -> str:
     if "domain" not in metadata:
         return "This model has no out-of-domain check."
@@ -147,12 +204,11 @@ def _abstention_section(verification: dict, metadata: dict) -> str:
     where = (f"of {layers} layers; an image whose largest scaled Mahalanobis distance to the training features over "
              "those layers" if layers > 1 else "of its last layer; an image whose scaled Mahalanobis distance to the "
              "training features")
-    return (f"A second output carries the pooled features {where} exceeds "
-            f"{metadata['domain']['threshold']:.2f} is flagged out of domain (int8: "
-            f"{flagged['flag_rate_unseen']:.1%} of {verification['evaluated_on']}). `--abstain` answers `uncertain` "
-            f"within {metadata['abstain_margin']:.3f} of the threshold or out of domain. A session (`--summary`, "
-            f"`edge-live --session`) is called `{metadata['labels'][1]}` when the Wilson 95% interval of its share "
-            f"called positive lies above {session['decision_fraction']:.3f}, `{metadata['labels'][0]}` when below, "
-            f"`uncertain` otherwise; on the out-of-fold groups as sessions ({session['chosen_on']}): {session['right']} "
-            f"right, {session['uncertain']} uncertain, {session['wrong']} wrong. Measured against other images: "
-            "`benchmarks/DOMAIN.md`.")
+    return (f"Every answer is `{metadata['labels'][1]}`, `{metadata['labels'][0]}`, `uncertain`, `out_of_domain` or "
+            f"`rejected`, and a non-answer says why. An image that fails a quality gate (blank, saturated, out of focus, "
+            f"the wrong kind of image) is `rejected`. A second output carries the pooled features {where} exceeds "
+            f"{metadata['domain']['threshold']:.2f} is `out_of_domain` (int8: "
+            f"{flagged['flag_rate_unseen']:.1%} of {verification['evaluated_on']}). Within "
+            f"{metadata['uncertain_margin']:.3f} of the threshold the answer is `uncertain`. Those three get no class "
+            f"label (`--label-all` gives one anyway; the probability is in the JSON either way). "
+            f"{_session_sentence(session, metadata['labels'])} Measured against other images: `benchmarks/DOMAIN.md`.")

@@ -1,4 +1,5 @@
-"""Keras model -> TFLite flatbuffers: float32, full-integer int8, and optional float16 / dynamic range.
+"""Keras model -> TFLite flatbuffers: float32, full-integer int8, and optional float16 / dynamic range,
+each with the logit of the positive class as its score output (the final sigmoid removed).
 
 Keras 3 path: export a SavedModel with ``model.export`` and convert from it.
 """
@@ -64,10 +65,37 @@ def convert_keras(model, precisions: list[str], representative: np.ndarray | Non
             model.export(saved_model, format="tf_saved_model")
         for precision in precisions:
             try:
-                results[precision] = _converter(saved_model, precision, representative).convert()
+                results[precision] = logit_output(_converter(saved_model, precision, representative).convert())
             except ConversionError:
                 raise
             except Exception as error:  # the converter raises many types with multi-page messages
                 first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
                 raise ConversionError(f"{precision} conversion failed: {first_line}") from error
     return results
+
+
+def logit_output(flatbuffer: bytes) -> bytes:
+    """The same model with its final sigmoid removed: the score output becomes the logit.
+
+    An int8 sigmoid output steps by 1/256 and saturates (every confident scan reads 0.996 or 1.0); the
+    int8 logit before it keeps its resolution at both ends (its scale comes from the same calibration
+    images). The device maps the logit to a calibrated probability (edge/calibration.py)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    subgraph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    final = [op for op in subgraph.operators
+             if codes[op.opcodeIndex] == schema.BuiltinOperator.LOGISTIC and op.outputs[0] in list(subgraph.outputs)]
+    if len(final) != 1:
+        raise ConversionError(f"expected one sigmoid producing a model output, found {len(final)}")
+    sigmoid_op = final[0]
+    probability, logit = int(sigmoid_op.outputs[0]), int(sigmoid_op.inputs[0])
+    subgraph.outputs = [logit if int(index) == probability else int(index) for index in subgraph.outputs]
+    subgraph.operators.remove(sigmoid_op)
+    for signature in model.signatureDefs or []:
+        for output in signature.outputs:
+            if output.tensorIndex == probability:
+                output.tensorIndex = logit
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -3,7 +3,7 @@ result, each stage timed. edge-classify, both edge-live modes, benchmark and che
 
     with Classifier("leukemia") as classifier:
         result = classifier.classify("cell.bmp")
-        print(result.label, result.score, result.latency_ms)
+        print(result.label, result.probability, result.reason, result.latency_ms)
 """
 from __future__ import annotations
 
@@ -15,25 +15,48 @@ import numpy as np
 
 from edge.images import load_image
 from edge.interpreter import dequantize, feature_details, input_details, make_interpreter, output_details, quantize
-from edge.metadata import ModelError, load_spec
+from edge.metadata import ModelError, ModelSpec, load_spec
 from edge.model_store import resolve_model
 from edge.preprocess import preprocess
 from edge.quality import quality_issues
 
-UNCERTAIN = "uncertain"  # the label of an answer withheld by --abstain
+# The answers that are not a class: near the threshold, unlike the training data, refused by a quality gate.
+UNCERTAIN, OUT_OF_DOMAIN, REJECTED = "uncertain", "out_of_domain", "rejected"
+NON_ANSWERS = (UNCERTAIN, OUT_OF_DOMAIN, REJECTED)
 STAGES = ("decode", "quality", "preprocess", "quantize", "invoke", "dequantize", "domain")
 
 
 @dataclass
 class Classification:
-    label: str
-    score: float  # probability of the predicted label
-    probabilities: dict[str, float]
+    label: str  # the answer: a class code, or UNCERTAIN, OUT_OF_DOMAIN or REJECTED (then `reason` says why)
+    probability: float  # calibrated probability of the positive class (kept for every answer)
+    probabilities: dict[str, float]  # calibrated, per class code
     latency_ms: float  # every stage from the file (or the RGB array) to the result
     issues: list[str] = field(default_factory=list)  # quality-gate reasons; empty when none
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage (STAGES)
     domain_score: float | None = None  # distance to the training features (None: the model has no check)
     out_of_domain: bool | None = None  # domain_score above the model's threshold
+    model_label: str = ""  # the class the probability points to, whatever the answer
+    reason: str | None = None  # why the answer is not a class (None for a class answer)
+
+    @property
+    def answered(self) -> bool:
+        return self.label not in NON_ANSWERS
+
+
+def answer(spec: ModelSpec, model_label: str, positive: float, distance: float | None,
+           issues: list[str]) -> tuple[str, str | None]:
+    """-> (the answer, why it is not a class or None): a quality gate refuses first, then the domain
+    check, then the band around the threshold where the model cannot tell."""
+    if issues:
+        return REJECTED, "; ".join(issues)
+    if distance is not None and distance > spec.domain.threshold:
+        return OUT_OF_DOMAIN, (f"unlike the training images (distance {distance:.2f}, "
+                               f"limit {spec.domain.threshold:.2f})")
+    if spec.uncertain_margin and abs(positive - spec.threshold) < spec.uncertain_margin:
+        return UNCERTAIN, (f"P({spec.display_name(spec.labels[1])}) {positive:.2f} is within {spec.uncertain_margin:.2f} "
+                           f"of the threshold {spec.threshold:.2f}")
+    return model_label, None
 
 
 class _Stopwatch:
@@ -51,7 +74,7 @@ class _Stopwatch:
 
 class Classifier:
     def __init__(self, model: str | os.PathLike | None = None, runtime: str | None = None,
-                 threads: int | None = None, check_quality: bool = True, abstain: bool = False):
+                 threads: int | None = None, check_quality: bool = True, label_all: bool = False):
         self.model_path = resolve_model(model)
         self.spec = load_spec(self.model_path)
         try:
@@ -65,10 +88,9 @@ class Classifier:
         self.labels = self.spec.labels
         self.threshold = self.spec.threshold
         self.preprocessing = self.spec.preprocessing
+        self.calibration = self.spec.calibration
         self.check_quality = check_quality
-        if abstain and self.spec.abstain_margin is None:
-            raise ModelError(f"{self.model_path}: --abstain needs abstain_margin in the model's metadata")
-        self.abstain = abstain
+        self.label_all = label_all  # every input gets a class: no uncertain, out-of-domain or rejected answer
 
     def __enter__(self):
         return self
@@ -95,35 +117,32 @@ class Classifier:
         self._features = feature_details(self.interpreter)
 
     def _scores(self, model_inputs: np.ndarray, watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None]:
-        """Preprocessed float32 (n, h, w, c) images -> (positive scores, domain distances or None),
-        one invoke, stages timed."""
+        """Preprocessed float32 (n, h, w, c) images -> (raw score outputs (logits, or probabilities for an
+        older model), domain distances or None), one invoke, stages timed."""
         self._set_batch_size(len(model_inputs))
         self.interpreter.set_tensor(self._input["index"], quantize(model_inputs, self._input))
         watch.lap("quantize")
         self.interpreter.invoke()
         watch.lap("invoke")
-        positives = dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)[:, 0]
+        raw = dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)[:, 0]
         watch.lap("dequantize")
         distances = None
         if self.spec.domain is not None:
             features = dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)
             distances = self.spec.domain.distances(features)
             watch.lap("domain")
-        return positives, distances
+        return raw, distances
 
-    def positive_scores(self, model_inputs: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 (n, h, w, c) images -> positive-class probabilities, one invoke."""
-        return self._scores(model_inputs, _Stopwatch())[0]
-
-    def _result(self, positive: float, distance: float | None, issues: list[str], timings: dict) -> Classification:
-        label = self.labels[1] if positive >= self.threshold else self.labels[0]
-        probabilities = {self.labels[0]: 1.0 - positive, self.labels[1]: positive}
-        score = probabilities[label]
+    def _result(self, raw: float, distance: float | None, issues: list[str], timings: dict) -> Classification:
+        positive = self.calibration.probability(raw)
+        model_label = self.labels[1] if positive >= self.threshold else self.labels[0]
         flagged = None if distance is None else bool(distance > self.spec.domain.threshold)
-        if self.abstain and (flagged or abs(positive - self.threshold) < self.spec.abstain_margin):
-            label = UNCERTAIN
-        return Classification(label, score, probabilities, sum(timings.values()), issues, timings,
-                              None if distance is None else float(distance), flagged)
+        label, reason = model_label, None
+        if not self.label_all:
+            label, reason = answer(self.spec, model_label, positive, distance, issues)
+        return Classification(label, positive, {self.labels[0]: 1.0 - positive, self.labels[1]: positive},
+                              sum(timings.values()), issues, timings, None if distance is None else float(distance),
+                              flagged, model_label, reason)
 
     def _prepare(self, image, watch: _Stopwatch) -> tuple[np.ndarray, list[str]]:
         rgb = image if isinstance(image, np.ndarray) else load_image(image)
@@ -138,8 +157,8 @@ class Classifier:
         """A file path or an HxWx3 uint8 RGB array -> Classification (raises edge.images.ImageError)."""
         watch = _Stopwatch()
         model_input, issues = self._prepare(image, watch)
-        positives, distances = self._scores(model_input[None], watch)
-        return self._result(float(positives[0]), None if distances is None else distances[0], issues, watch.ms)
+        raw, distances = self._scores(model_input[None], watch)
+        return self._result(float(raw[0]), None if distances is None else distances[0], issues, watch.ms)
 
     def classify_batch(self, images: list) -> list[Classification]:
         """Several paths or RGB arrays in one invoke (raises ImageError on the first unreadable one);
@@ -148,8 +167,8 @@ class Classifier:
             return []
         watch = _Stopwatch()
         prepared = [self._prepare(image, watch) for image in images]
-        positives, distances = self._scores(np.stack([model_input for model_input, _ in prepared]), watch)
+        raw, distances = self._scores(np.stack([model_input for model_input, _ in prepared]), watch)
         if distances is None:
-            distances = [None] * len(positives)
+            distances = [None] * len(raw)
         share = {stage: ms / len(images) for stage, ms in watch.ms.items()}
-        return [self._result(float(p), d, issues, share) for p, d, (_, issues) in zip(positives, distances, prepared)]
+        return [self._result(float(r), d, issues, share) for r, d, (_, issues) in zip(raw, distances, prepared)]

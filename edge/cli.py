@@ -3,8 +3,15 @@
     edge-classify cell.bmp                          # the default model (leukemia int8 on a fresh install)
     edge-classify --model brain scans/ "more/*.png" --json
 
-Exit status: 0 when every input was classified, 1 when any input failed or matched no image (the
-others are still classified and printed, one line each), 2 for a usage, model or output error.
+Every input gets one answer: a class (in plain words: blast / normal, tumour / no tumour), or
+`uncertain` (too near the threshold), `out of domain` (unlike the training images) or `rejected` (a
+quality gate), each with the reason. The probability shown is the calibrated probability of the
+positive class; the threshold is on the same scale. JSON and CSV keep the class codes (all / hem,
+yes / no) for scripts.
+
+Exit status: 0 when every input got a class, 3 when some got none (uncertain, out of domain,
+rejected) and none failed, 1 when any input failed or matched no image (the others are still
+classified and printed, one line each), 2 for a usage, model or output error.
 """
 from __future__ import annotations
 
@@ -33,8 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=thread_count, help="interpreter threads (1-64)")
     parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime (default: the first available)")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
-    parser.add_argument("--abstain", action="store_true",
-                        help="answer 'uncertain' near the threshold or out of domain, instead of a label")
+    parser.add_argument("--label-all", action="store_true",
+                        help="give every input a class, even one that is uncertain, out of domain or rejected "
+                             "(research use; by default those get no class and say why)")
     parser.add_argument("--summary", action="store_true",
                         help="after the per-image lines, one summary of them all (a session: one slide or patient); "
                              "DICOM inputs get one summary per series")
@@ -70,61 +78,71 @@ def failure_reason(error: Exception) -> str:
 
 
 class Printer:
-    """Writes each result as it comes, as a table, JSON lines or CSV."""
+    """Writes each result as it comes, as a table in plain words, JSON lines or CSV (class codes)."""
 
-    def __init__(self, mode: str, labels: tuple[str, str]):
-        self.mode, self.labels = mode, labels
+    def __init__(self, mode: str, spec):
+        self.mode, self.spec, self.labels = mode, spec, spec.labels
+        self.positive = spec.display_name(spec.labels[1])
         if mode == "csv":
             self.csv = csv.writer(sys.stdout)
-            self.csv.writerow(["path", "label", "score", *(f"p_{name}" for name in labels), "latency_ms",
+            self.csv.writerow(["path", "label", "probability", "threshold", "reason", "model_label", "latency_ms",
                                "domain_score", "out_of_domain", "issues", "error"])
         elif mode == "table":
-            print(f"{'input':50s} {'label':9s} {'confidence':>10s} {'ms':>8s} {'domain':>7s}  notes")
+            print(f"{'input':50s} {'answer':13s} {f'P({self.positive})':>11s} {'ms':>7s}  "
+                  f"(threshold {spec.threshold:.2f}; why, for inputs without a class)")
 
     def result(self, path: str, result) -> None:
         issues = "; ".join(result.issues)
         domain = None if result.domain_score is None else round(result.domain_score, 3)
         if self.mode == "json":
-            print(json.dumps({"path": path, "label": result.label, "score": round(result.score, 6),
-                              "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
-                              "latency_ms": round(result.latency_ms, 3), "domain_score": domain,
-                              "out_of_domain": result.out_of_domain, "issues": result.issues}))
+            print(json.dumps({"path": path, "label": result.label, "answer": self.spec.display_name(result.label),
+                              "reason": result.reason, "probability": result.probability,
+                              "threshold": round(self.spec.threshold, 6), "probabilities": result.probabilities,
+                              "model_label": result.model_label, "latency_ms": round(result.latency_ms, 3),
+                              "domain_score": domain, "out_of_domain": result.out_of_domain, "issues": result.issues}))
         elif self.mode == "csv":
-            self.csv.writerow([path, result.label, f"{result.score:.6f}",
-                               *(f"{result.probabilities[name]:.6f}" for name in self.labels),
-                               f"{result.latency_ms:.3f}", "" if domain is None else domain,
+            self.csv.writerow([path, result.label, f"{result.probability:.6f}", f"{self.spec.threshold:.6f}",
+                               result.reason or "", result.model_label, f"{result.latency_ms:.3f}",
+                               "" if domain is None else domain,
                                "" if result.out_of_domain is None else str(result.out_of_domain).lower(), issues, ""])
         else:
-            notes = (["OUT OF DOMAIN"] if result.out_of_domain else []) + ([f"FLAGGED: {issues}"] if issues else [])
-            print(f"{path:50s} {result.label:9s} {result.score:10.3f} {result.latency_ms:8.2f} "
-                  f"{'' if domain is None else f'{domain:.1f}':>7s}  " + "; ".join(notes))
+            print(f"{path:50s} {self.spec.display_name(result.label):13s} {result.probability:11.3f} "
+                  f"{result.latency_ms:7.2f}  {result.reason or ''}".rstrip())
         sys.stdout.flush()
 
     def error(self, path: str, message: str) -> None:
         if self.mode == "json":
             print(json.dumps({"path": path, "error": message}))
         elif self.mode == "csv":
-            self.csv.writerow([path, "", "", "", "", "", "", "", "", message])
+            self.csv.writerow([path, "", "", "", "", "", "", "", "", "", message])
         else:
-            print(f"{path:50s} ERROR  {message}")
+            print(f"{path:50s} {'ERROR':13s} {message}")
         sys.stdout.flush()
 
     def summary(self, summary: dict) -> None:
         if self.mode == "json":
             print(json.dumps({"summary": summary}))
         else:
-            share = summary["positive_fraction"]
-            low, high = summary["positive_fraction_ci95"]
-            counts = ", ".join(f"{label} {n}" for label, n in summary["counts"].items())
-            line = (f"{summary['images']} images, {summary['classified']} classified ({counts}), {summary['errors']} errors, "
-                    f"{summary['out_of_domain']} out of domain, {summary['uncertain']} uncertain; "
-                    f"{self.labels[1]} fraction {'n/a' if share is None else f'{share:.1%}'} "
-                    f"(95% CI {low:.1%}-{high:.1%}, decision {summary['decision_fraction']:.0%}): call {summary['call']}")
+            line = summary_line(summary, self.spec)
             if self.mode == "csv":
-                self.csv.writerow(["SUMMARY", summary["call"], "" if share is None else share, "", "", "", "", "", line, ""])
+                self.csv.writerow(["SUMMARY", summary["call"], summary["mean_probability"] or "", "", summary["call_reason"],
+                                   "", "", "", "", line, ""])
             else:
                 print(f"SUMMARY  {line}")
         sys.stdout.flush()
+
+
+def summary_line(summary: dict, spec) -> str:
+    """A session summary in plain words."""
+    names = [spec.display_name(label) for label in spec.labels]
+    counts = ", ".join(f"{n} {spec.display_name(label)}" for label, n in summary["counts"].items())
+    share, mean = summary["positive_fraction"], summary["mean_probability"]
+    low, high = summary["positive_fraction_ci95"]
+    share_text = "n/a" if share is None else f"{share:.0%} (95% CI {low:.0%}-{high:.0%}, cells taken as independent)"
+    return (f"{summary['images']} inputs: {counts}, {summary['uncertain']} uncertain, {summary['out_of_domain']} out of "
+            f"domain, {summary['rejected']} rejected, {summary['errors']} failed; {names[1]} share of the classified "
+            f"{share_text}; mean P({names[1]}) {'n/a' if mean is None else f'{mean:.2f}'}. "
+            f"Session call: {spec.display_name(summary['call'])} ({summary['call_reason']})")
 
 
 def main(argv=None) -> int:
@@ -136,9 +154,9 @@ def main(argv=None) -> int:
 
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
-                                check_quality=not args.no_quality, abstain=args.abstain)
-        if args.summary and classifier.spec.decision_fraction is None:
-            raise ModelError(f"{classifier.model_path}: --summary needs session.decision_fraction in its metadata")
+                                check_quality=not args.no_quality, label_all=args.label_all)
+        if args.summary and classifier.spec.session_rule is None:
+            raise ModelError(f"{classifier.model_path}: --summary needs session.rule in its metadata")
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-classify: {error}", file=sys.stderr)
         return 2
@@ -148,10 +166,10 @@ def main(argv=None) -> int:
     if args.sr and check_sr_dir(args.sr):
         print(f"edge-classify: {check_sr_dir(args.sr)}", file=sys.stderr)
         return 2
-    summary = SessionSummary(classifier.labels, classifier.spec.decision_fraction or 0.5)
-    failed = 0
+    summary = SessionSummary(classifier.labels, classifier.spec.session_rule)
+    failed = unanswered = 0
     try:
-        printer = Printer("json" if args.json else "csv" if args.csv else "table", classifier.labels)
+        printer = Printer("json" if args.json else "csv" if args.csv else "table", classifier.spec)
         with classifier:
             for path, problem in expand_inputs(inputs):
                 try:
@@ -163,7 +181,8 @@ def main(argv=None) -> int:
                     summary.add(error=True)
                     printer.error(path, failure_reason(error).removeprefix(f"{path}: "))
                     continue
-                summary.add(result.label, out_of_domain=bool(result.out_of_domain))
+                summary.add(result.label, result.probability)
+                unanswered += not result.answered
                 printer.result(path, result)
             failed += classify_dicom(classifier, dicom_files, printer, args.summary, args.sr)
             if args.summary and (summary.images or not dicom_files):
@@ -174,7 +193,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print(f"edge-classify: cannot write the results ({error.strerror or error})", file=sys.stderr)
         return 2
-    return 1 if failed else 0
+    return 1 if failed else 3 if unanswered else 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ only); TensorFlow is imported only as that last resort, never by default.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
 
 import numpy as np
 
@@ -39,9 +41,31 @@ def interpreter_class(runtime: str | None = None):
 def make_interpreter(model_path: str | os.PathLike, runtime: str | None = None, threads: int | None = None):
     """-> (interpreter with tensors allocated, runtime name)."""
     name, cls = interpreter_class(runtime)
-    interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
-    interpreter.allocate_tensors()
+    with _runtime_notices_silenced():
+        interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
+        interpreter.allocate_tensors()
     return interpreter, name
+
+
+@contextlib.contextmanager
+def _runtime_notices_silenced():
+    """The runtime's C++ code prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the
+    process's stderr whenever it builds an interpreter, and no setting of ai-edge-litert 1.2.0 turns it
+    off: file descriptor 2 points at /dev/null meanwhile. Errors still arrive, as the exception."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr at all: nothing to silence
+        yield
+        return
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
 
 
 def input_details(interpreter) -> dict:

@@ -10,6 +10,14 @@ LABELS = {
 
 POSITIVE_INDEX = 1
 
+# What a person reads; the codes above stay in JSON and CSV for scripts. A model's sidecar carries its
+# own (display_names); these are the defaults, and the words for the answers that are not a class.
+DISPLAY_NAMES = {
+    "no": "no tumour", "yes": "tumour",
+    "hem": "normal", "all": "blast",
+    "uncertain": "uncertain", "out_of_domain": "out of domain", "rejected": "rejected",
+}
+
 
 def labels_for(task: str) -> tuple[str, str]:
     try:

@@ -64,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="field mode: the camera's micrometres per pixel (default: estimated from the red cells)")
     parser.add_argument("--headless", action="store_true", help="no window even when a display exists")
     parser.add_argument("--no-quality", action="store_true", help="skip the input quality gates")
-    parser.add_argument("--abstain", action="store_true",
-                        help="answer 'uncertain' near the threshold or out of domain, instead of a label")
+    parser.add_argument("--label-all", action="store_true",
+                        help="give every input a class, even one that is uncertain, out of domain or rejected")
     parser.add_argument("--session", default="session",
                         help="name of this session (a slide, a patient), in every log record with its running summary")
     parser.add_argument("--serve", type=host_port, metavar="HOST:PORT",
@@ -131,6 +131,12 @@ class ResultsLog:
         os.close(self.fd)
 
 
+def _answer_fields(result) -> dict:
+    """A result in a log record: the answer (class code or non-answer), why, the calibrated probability."""
+    return {"label": result.label, **({"reason": result.reason} if result.reason else {}),
+            "probability": round(result.probability, 6), "model_label": result.model_label}
+
+
 def _domain_fields(result) -> dict:
     if result.domain_score is None:
         return {}
@@ -163,7 +169,7 @@ class LiveRun:
         self.frames = 0
         self.totals = {"cells": 0, "blasts": 0, "out_of_domain": 0}
         self.scale_estimates: deque[float] = deque(maxlen=SCALE_HISTORY)
-        self.summary = SessionSummary(classifier.labels, classifier.spec.decision_fraction or 0.5)
+        self.summary = SessionSummary(classifier.labels, classifier.spec.session_rule)
         self.last_positive_snapshot = 0.0
         self.window = None if args.headless else self._open_window()
         self.skipped_reported = 0
@@ -196,17 +202,17 @@ class LiveRun:
     def classify_cell_frame(self, rgb: np.ndarray):
         """-> (log record, draw(frame), stage timings, positive?)"""
         result = self.classifier.classify(rgb)
-        record = {"label": result.label, "score": round(result.score, 5),
-                  "probabilities": {k: round(v, 5) for k, v in result.probabilities.items()},
-                  **_domain_fields(result)}
+        record = {**_answer_fields(result), **_domain_fields(result)}
         if result.issues:
             record["issues"] = result.issues
-        positive = result.label == self.positive_label and not result.out_of_domain
-        self.summary.add(result.label, out_of_domain=bool(result.out_of_domain))
+        positive = result.label == self.positive_label
+        self.summary.add(result.label, result.probability)
+        spec = self.classifier.spec
 
         def draw(frame):
             from edge.overlay import draw_label
-            draw_label(frame, result.label, result.score, positive, bool(result.out_of_domain))
+            draw_label(frame, spec.display_name(result.label), result.probability, spec.display_name(spec.labels[1]),
+                       positive, not result.answered)
 
         timings = {stage: ms for stage, ms in result.timings_ms.items() if stage != "decode"}
         return record, draw, timings, positive
@@ -227,15 +233,15 @@ class LiveRun:
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
         share = {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES if stage != "decode"}
-        flagged = sum(bool(r.out_of_domain) for r in results)
+        flagged = sum(r.label in ("out_of_domain", "rejected") for r in results)
         count = len(results) - flagged  # a cell out of domain is neither a blast nor a normal cell
-        blasts = sum(r.label == self.positive_label and not r.out_of_domain for r in results)
+        blasts = sum(r.label == self.positive_label for r in results)
         for r in results:
-            self.summary.add(r.label, out_of_domain=bool(r.out_of_domain))
+            self.summary.add(r.label, r.probability)
         self.totals["cells"] += count
         self.totals["blasts"] += blasts
         self.totals["out_of_domain"] += flagged
-        record = {"cells": [{"box": [int(v) for v in cell.box], "label": r.label, "score": round(r.score, 5),
+        record = {"cells": [{"box": [int(v) for v in cell.box], **_answer_fields(r),
                              **_domain_fields(r), **({"issues": r.issues} if r.issues else {})}
                             for cell, r in zip(cells, results)],
                   "scale": {"um_per_pixel": None if um_per_pixel is None else round(um_per_pixel, 4),
@@ -250,7 +256,7 @@ class LiveRun:
             for cell in cut:
                 draw_unclassified(frame, cell.box)
             for cell, r in zip(cells, results):
-                draw_cell(frame, cell.box, r.label, r.score, r.label == self.positive_label, bool(r.out_of_domain))
+                draw_cell(frame, cell.box, r.probability, r.label == self.positive_label, not r.answered)
 
         timings = {"detect": (detected - started) * 1000, **share}
         return record, draw, timings, blasts > 0
@@ -272,9 +278,11 @@ class LiveRun:
         lines = [f"{self.fps():.1f} fps  {latency_ms:.0f} ms"]
         if self.args.mode == "field":
             ratio = self.totals["blasts"] / self.totals["cells"] if self.totals["cells"] else 0.0
-            lines.append(f"cells {self.totals['cells']}  blasts {self.totals['blasts']} ({ratio:.0%})"
+            positive = self.classifier.spec.display_name(self.positive_label)
+            lines.append(f"cells {self.totals['cells']}  {positive} {self.totals['blasts']} ({ratio:.0%})"
                          + (f"  ? {self.totals['out_of_domain']}" if self.totals["out_of_domain"] else ""))
-        lines.append(f"{self.args.session or 'no session'}: {self.summary.as_dict()['call']}")
+        call = self.classifier.spec.display_name(self.summary.as_dict()["call"])
+        lines.append(f"{(self.args.session or 'no session')[:24]}: {call}")
         return lines
 
     def change_session(self, name: str | None) -> dict:
@@ -290,7 +298,7 @@ class LiveRun:
             if self.log and name is not None:
                 self.log.write({"time": now_iso(), "event": "session_start", "session": name})
             self.args.session = name
-            self.summary = SessionSummary(self.classifier.labels, self.classifier.spec.decision_fraction or 0.5)
+            self.summary = SessionSummary(self.classifier.labels, self.classifier.spec.session_rule)
             self.totals = dict.fromkeys(self.totals, 0)
         message = (f"session {ended!r} ended ({final['images']} inputs, call {final['call']}); " if ended is not None
                    else "") + (f"session {name!r} started" if name is not None else "no session until one is started")
@@ -346,7 +354,7 @@ class LiveRun:
                             "focus": round(focus, 1), "summary": self.summary.as_dict(),
                             "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
         if self.web:
-            self.web.publish(bgr, record, frame.number, self.positive_label, rgb)
+            self.web.publish(bgr, record, frame.number, self.classifier.spec, rgb)
         label = "positive" if positive else "negative"
         if self.args.snapshots and (self.snapshot_requested.is_set() or (
                 positive and self.args.snapshot_positives
@@ -467,7 +475,7 @@ def main(argv=None) -> int:
             token = secrets.token_urlsafe(24)  # printed once below, never logged
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
-                                check_quality=not args.no_quality, abstain=args.abstain)
+                                check_quality=not args.no_quality, label_all=args.label_all)
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-live: {error}", file=sys.stderr)
         return 2

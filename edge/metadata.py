@@ -1,5 +1,7 @@
 """Model metadata: a sidecar JSON beside each .tflite (``brain_int8.tflite`` -> ``brain_int8.json``)
-holding everything the device needs: labels, input, preprocessing, threshold and the SHA-256.
+holding everything the device needs: labels and their display names, input, preprocessing, the
+output's calibration, the threshold (on the calibrated probability), the uncertain band, the session
+rule, the domain check and the SHA-256.
 
 ``load_spec`` reads it once into a checked ``ModelSpec``; ``ModelSpec.check_against(interpreter)``
 compares it with the model's own tensors. Anything wrong is one ModelError line naming the file
@@ -15,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.calibration import Calibration
 from edge.domain import DomainCheck
+from edge.labels import DISPLAY_NAMES
 from edge.preprocess import channels, check_preprocessing
+from edge.summary import SessionRule
 
 
 MAX_METADATA_BYTES = 4 << 20  # the shipped sidecars are 0.4-1.9 MB, mostly the domain statistics
@@ -83,18 +88,24 @@ class ModelSpec:
     path: Path  # the .tflite file
     task: str
     labels: tuple[str, str]  # (negative, positive)
-    threshold: float  # on the positive score
+    threshold: float  # on the calibrated probability of the positive class
     preprocessing: dict
     input: TensorSpec
-    output: TensorSpec  # the positive score
+    output: TensorSpec  # the positive class's logit (or, in an older model, its sigmoid probability)
     features: TensorSpec | None = None  # pooled features, a second output (for the domain check)
     domain: DomainCheck | None = None
-    decision_fraction: float | None = None  # the session call's (edge/summary.py)
-    abstain_margin: float | None = None  # --abstain: "uncertain" within this distance of the threshold
+    session_rule: SessionRule | None = None  # the session call's (edge/summary.py)
+    uncertain_margin: float | None = None  # "uncertain" within this distance of the threshold
+    calibration: Calibration = Calibration()
+    display_names: dict | None = None  # class code -> plain words (blast, normal, tumour, ...)
 
     @property
     def positive_label(self) -> str:
         return self.labels[1]
+
+    def display_name(self, answer: str) -> str:
+        """Plain words for a class code or a non-answer ("uncertain", "out_of_domain", "rejected")."""
+        return (self.display_names or {}).get(answer) or DISPLAY_NAMES.get(answer, answer)
 
     def check_against(self, interpreter) -> None:
         """Raise ModelError unless the interpreter's input and output tensors are the ones described."""
@@ -182,11 +193,11 @@ def load_spec(model_path: str | os.PathLike) -> ModelSpec:
     if len(model_input.shape) != 4 or model_input.shape[1:] != (size, size, channels(preprocessing)):
         fail("input.shape", f"{list(model_input.shape)} does not fit preprocessing {preprocessing}")
     if model_output.shape[-1] != 1:
-        fail("output.shape", f"{list(model_output.shape)}: one sigmoid score per image is expected")
+        fail("output.shape", f"{list(model_output.shape)}: one score (logit) per image is expected")
     task = metadata.get("task")
     if not isinstance(task, str):
         fail("task", "missing")
-    features = domain = fraction = None
+    features = domain = rule = None
     if "features" in metadata:
         features = _tensor_spec(metadata["features"], "features", fail)
         if len(features.shape) != 2 or features.shape[1] < 2:
@@ -199,11 +210,21 @@ def load_spec(model_path: str | os.PathLike) -> ModelSpec:
         except ValueError as error:
             fail("domain", str(error))
     if "session" in metadata:
-        fraction = metadata["session"].get("decision_fraction") if isinstance(metadata["session"], dict) else None
-        if not (_is_number(fraction) and 0 < fraction < 1):
-            fail("session.decision_fraction", f"must be a number strictly between 0 and 1, got {json.dumps(fraction)[:40]}")
-    margin = metadata.get("abstain_margin")
+        try:
+            rule = SessionRule.from_metadata((metadata["session"] or {}).get("rule")
+                                             if isinstance(metadata["session"], dict) else None)
+        except ValueError as error:
+            fail("session.rule", str(error))
+    margin = metadata.get("uncertain_margin")
     if margin is not None and not (_is_number(margin) and 0 <= margin < 1):
-        fail("abstain_margin", f"must be a number from 0 to 1, got {json.dumps(margin)[:40]}")
+        fail("uncertain_margin", f"must be a number from 0 to 1, got {json.dumps(margin)[:40]}")
+    try:
+        calibration = Calibration.from_metadata(metadata.get("calibration"), metadata.get("output_kind", "probability"))
+    except ValueError as error:
+        fail("calibration", str(error))
+    names = metadata.get("display_names")
+    if names is not None and not (isinstance(names, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                                  and len(v) <= 40 for k, v in names.items())):
+        fail("display_names", "must map class codes to short names")
     return ModelSpec(model_path, task, (labels[0], labels[1]), float(threshold), dict(preprocessing),
-                     model_input, model_output, features, domain, fraction, margin)
+                     model_input, model_output, features, domain, rule, margin, calibration, names)

@@ -1,5 +1,5 @@
-"""Draw live results onto a frame with OpenCV: the label and confidence, FPS and latency, and in
-field mode a box and label on each cell. Frames are drawn in place, in BGR order (OpenCV's)."""
+"""Draw live results onto a frame with OpenCV: the answer in plain words and the calibrated
+probability, FPS and latency, and in field mode a box and probability on each cell. Frames are drawn in place, in BGR order (OpenCV's)."""
 from __future__ import annotations
 
 import cv2
@@ -33,28 +33,29 @@ def draw_status(frame: np.ndarray, lines: list[str]) -> None:
         _text(frame, line, (6, step * (i + 1)), scale)
 
 
-def draw_label(frame: np.ndarray, label: str, score: float, positive: bool, out_of_domain: bool = False) -> None:
-    """The whole-frame result in the bottom-left corner, red when positive, amber and marked "?"
-    when out of domain."""
+def draw_label(frame: np.ndarray, answer: str, probability: float, positive_name: str, positive: bool,
+               withheld: bool = False) -> None:
+    """The whole-frame answer in plain words and the calibrated probability of the positive class in
+    the bottom-left corner: red when positive, amber and marked "?" when no class was given."""
     scale = _scale(frame) * 1.3
-    text = f"? out of domain ({label} {score:.0%})" if out_of_domain else f"{label} {score:.0%}"
+    text = f"{'? ' if withheld else ''}{answer}  P({positive_name}) {probability:.0%}"
     _text(frame, text, (6, frame.shape[0] - 10), scale,
-          OUT_OF_DOMAIN_BGR if out_of_domain else POSITIVE_BGR if positive else NEGATIVE_BGR)
+          OUT_OF_DOMAIN_BGR if withheld else POSITIVE_BGR if positive else NEGATIVE_BGR)
 
 
-def draw_cell(frame: np.ndarray, box: tuple[int, int, int, int], label: str, score: float, positive: bool,
-              out_of_domain: bool = False) -> None:
-    """A box (x, y, width, height) around one cell and its label above it; a dashed amber box and
-    "?" for a cell out of domain."""
+def draw_cell(frame: np.ndarray, box: tuple[int, int, int, int], probability: float, positive: bool,
+              withheld: bool = False) -> None:
+    """A box (x, y, width, height) around one cell and the calibrated probability of the positive
+    class above it; a dashed amber box and "?" for a cell given no class."""
     x, y, width, height = (int(v) for v in box)
     scale = _scale(frame) * 0.7
-    if out_of_domain:
+    if withheld:
         _dashed_rectangle(frame, x, y, width, height, OUT_OF_DOMAIN_BGR)
         _text(frame, "?", (x, max(12, y - 4)), scale, OUT_OF_DOMAIN_BGR)
         return
     colour = POSITIVE_BGR if positive else NEGATIVE_BGR
     cv2.rectangle(frame, (x, y), (x + width, y + height), colour, 2 if positive else 1)
-    _text(frame, f"{label} {score:.0%}", (x, max(12, y - 4)), scale, colour)
+    _text(frame, f"{probability:.0%}", (x, max(12, y - 4)), scale, colour)
 
 
 def _dashed_rectangle(frame: np.ndarray, x: int, y: int, width: int, height: int, colour, dash: int = 4) -> None:

@@ -1,9 +1,13 @@
-"""A running summary of one session (a slide, a patient): counts over the in-domain results, the
-share called positive with its Wilson 95% interval, and a call for the whole session.
+"""A running summary of one session (a slide, a patient): counts of every kind of answer, the share
+called positive with its Wilson 95% interval, the mean calibrated probability, and a call for the
+whole session. A diagnosis is about a patient, not a cell.
 
-The call is the positive label when the interval lies above the model's decision fraction, the
-negative label when it lies below, `uncertain` when it straddles it, and `out_of_domain` when most
-inputs were flagged as unlike the training data. A diagnosis is about a patient, not a cell."""
+The call follows the model's `SessionRule`, chosen out of fold with no wrong call as the hard
+constraint (convert/session.py). Cells of one patient are not independent draws (one stain, one
+smear, one microscope), so an interval over cells is too sure of itself: the rule instead asks for
+enough inputs and a mean calibrated probability beyond levels set by how far the means of whole
+patients (groups) spread out of fold. Between the two levels, or with too few inputs, the call is
+`uncertain`; most inputs unlike the training data make it `out_of_domain`. Every call states why."""
 from __future__ import annotations
 
 import math
@@ -23,45 +27,96 @@ def wilson_interval(positives: int, total: int, z: float = Z95) -> tuple[float, 
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass(frozen=True)
+class SessionRule:
+    """Call a session positive when at least `min_inputs` inputs were judged and their mean calibrated
+    probability is at least `positive_from`; negative when it is at most `negative_to`."""
+    min_inputs: int
+    negative_to: float
+    positive_from: float
+
+    def call(self, judged: int, mean_probability: float | None, labels: tuple[str, str]) -> tuple[str, str]:
+        """-> (call, why)."""
+        if judged < self.min_inputs or mean_probability is None:
+            return "uncertain", f"{judged} inputs judged, the rule needs at least {self.min_inputs}"
+        if mean_probability >= self.positive_from:
+            return labels[1], f"mean probability {mean_probability:.2f} >= {self.positive_from:.2f}"
+        if mean_probability <= self.negative_to:
+            return labels[0], f"mean probability {mean_probability:.2f} <= {self.negative_to:.2f}"
+        return "uncertain", (f"mean probability {mean_probability:.2f} lies between {self.negative_to:.2f} and "
+                             f"{self.positive_from:.2f}, where patients of both kinds were seen")
+
+    def as_metadata(self) -> dict:
+        return {"min_inputs": self.min_inputs, "negative_to": self.negative_to, "positive_from": self.positive_from}
+
+    @classmethod
+    def from_metadata(cls, record) -> "SessionRule":
+        """ValueError (one line) for anything malformed."""
+        if not isinstance(record, dict):
+            raise ValueError("must be an object")
+        minimum, low, high = record.get("min_inputs"), record.get("negative_to"), record.get("positive_from")
+        if not (isinstance(minimum, int) and not isinstance(minimum, bool) and minimum >= 1):
+            raise ValueError("min_inputs must be a whole number >= 1")
+        for name, value in (("negative_to", low), ("positive_from", high)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1):
+                raise ValueError(f"{name} must be a probability from 0 to 1")
+        if low >= high:
+            raise ValueError("negative_to must lie below positive_from")
+        return cls(minimum, float(low), float(high))
+
+
 @dataclass
 class SessionSummary:
     labels: tuple[str, str]  # (negative, positive)
-    decision_fraction: float  # a session whose positive share is clearly above this is called positive
-    confidence: float = 0.95  # of the Wilson interval that must clear the decision fraction
+    rule: SessionRule | None  # None: no session call (the model's metadata has no rule)
     images: int = 0
     errors: int = 0
+    rejected: int = 0  # refused by a quality gate
     out_of_domain: int = 0
-    abstained: int = 0  # answered "uncertain" (near the threshold) and in domain
-    counts: dict[str, int] = field(default_factory=dict)
+    uncertain: int = 0  # near the threshold (in domain)
+    counts: dict[str, int] = field(default_factory=dict)  # class answers
+    probability_sum: float = 0.0  # over the judged inputs: class answers and uncertain ones
 
-    def add(self, label: str | None = None, out_of_domain: bool = False, error: bool = False) -> None:
-        """One input: its label (None with error=True), and whether it was flagged out of domain."""
+    def add(self, label: str | None = None, probability: float | None = None, error: bool = False) -> None:
+        """One input: its answer (a class code, "uncertain", "out_of_domain" or "rejected"; None with
+        error=True) and its calibrated probability of the positive class."""
         self.images += 1
         if error:
             self.errors += 1
-        elif out_of_domain:
+        elif label == "rejected":
+            self.rejected += 1
+        elif label == "out_of_domain":
             self.out_of_domain += 1
-        elif label in self.labels:
-            self.counts[label] = self.counts.get(label, 0) + 1
         else:
-            self.abstained += 1
+            if label in self.labels:
+                self.counts[label] = self.counts.get(label, 0) + 1
+            else:
+                self.uncertain += 1
+            self.probability_sum += float(probability if probability is not None else 0.5)
+
+    @property
+    def judged(self) -> int:
+        return sum(self.counts.values()) + self.uncertain
 
     def as_dict(self) -> dict:
         negatives, positives = (self.counts.get(label, 0) for label in self.labels)
         classified = negatives + positives
         share = positives / classified if classified else None
-        low, high = wilson_interval(positives, classified, NormalDist().inv_cdf(0.5 + self.confidence / 2))
-        if self.out_of_domain > (self.images - self.errors) / 2:
-            call = "out_of_domain"
-        elif classified and low > self.decision_fraction:
-            call = self.labels[1]
-        elif classified and high < self.decision_fraction:
-            call = self.labels[0]
+        low, high = wilson_interval(positives, classified, NormalDist().inv_cdf(0.975))
+        mean = self.probability_sum / self.judged if self.judged else None
+        answered = self.images - self.errors
+        if answered and self.out_of_domain + self.rejected > answered / 2:
+            call, why = "out_of_domain", (f"{self.out_of_domain + self.rejected} of {answered} inputs were out of "
+                                          "domain or refused by a quality gate")
+        elif self.rule is None:
+            call, why = "uncertain", "the model has no session rule"
         else:
-            call = "uncertain"
-        return {"images": self.images, "classified": classified, "errors": self.errors,
-                "out_of_domain": self.out_of_domain, "uncertain": self.abstained,
+            call, why = self.rule.call(self.judged, mean, self.labels)
+        return {"images": self.images, "classified": classified, "errors": self.errors, "rejected": self.rejected,
+                "out_of_domain": self.out_of_domain, "uncertain": self.uncertain,
                 "counts": {label: self.counts.get(label, 0) for label in self.labels},
                 "positive_fraction": None if share is None else round(share, 4),
                 "positive_fraction_ci95": [round(low, 4), round(high, 4)],
-                "decision_fraction": self.decision_fraction, "call": call}
+                "mean_probability": None if mean is None else round(mean, 4),
+                "rule": None if self.rule is None else self.rule.as_metadata(),
+                "call": call, "call_reason": why}

@@ -179,19 +179,26 @@ class WebServer(ThreadingHTTPServer):
             elif kind == "source_reopened":
                 self.source_state = "running"
 
-    def publish(self, bgr, record: dict, number: int, positive_label: str, rgb=None) -> None:
+    def publish(self, bgr, record: dict, number: int, spec, rgb=None) -> None:
         """The loop's hand-over after each frame: the annotated frame, and thumbnails of flagged or
         positive cells cut from the frame as captured (rgb; at most once a second, a few small JPEGs)."""
         self.frames.put(bgr)
         now = time.monotonic()
         if now - self._last_thumbnail < THUMBNAIL_INTERVAL_S:
             return
+        positive_label, positive_name = spec.labels[1], spec.display_name(spec.labels[1])
+
+        def caption(result: dict) -> str:
+            mark = "" if result["label"] in spec.labels else "? "
+            return f"{mark}{spec.display_name(result['label'])}, P({positive_name}) {result['probability']:.0%}"
+
+        def shown(result: dict) -> bool:
+            return result["label"] == positive_label or result["label"] not in spec.labels
+
         if "cells" in record:
-            picks = [(c["box"], "? out of domain" if c.get("out_of_domain") else f"{c['label']} {c['score']:.0%}")
-                     for c in record["cells"] if c.get("out_of_domain") or c["label"] == positive_label][:2]
-        elif record.get("out_of_domain") or record.get("label") == positive_label:
-            picks = [(None, "? out of domain" if record.get("out_of_domain")
-                      else f"{record['label']} {record['score']:.0%}")]
+            picks = [(c["box"], caption(c)) for c in record["cells"] if shown(c)][:2]
+        elif "label" in record and shown(record):
+            picks = [(None, caption(record))]
         else:
             picks = []
         if picks:
@@ -237,6 +244,9 @@ class WebServer(ThreadingHTTPServer):
         status = {"frames": frames, "fps": round(fps, 2),
                   "latency_ms": {stage: round(sorted(v)[len(v) // 2], 2) for stage, v in stages.items() if v},
                   "session": session, "summary": summary, "labels": list(run.classifier.labels),
+                  "names": {code: run.classifier.spec.display_name(code)
+                            for code in (*run.classifier.labels, "uncertain", "out_of_domain", "rejected")},
+                  "threshold": round(run.classifier.spec.threshold, 4),
                   "source": {"name": str(run.source), "state": state}, "model": run.classifier.model_path.name,
                   "mode": run.args.mode,
                   "focus": None if focus is None else {"value": round(focus, 1), "peak": round(peak, 1)},
@@ -430,7 +440,7 @@ table{border-collapse:collapse;width:100%}td{padding:.1em .3em}td:last-child{tex
 .bar{height:.9em;background:#333;border-radius:3px;overflow:hidden}#focus-bar{height:100%;width:0;background:#ddd}
 #focus-bar.peak{background:#3c3}
 .state{padding:0 .4em;border-radius:3px;background:#363}.state.lost,.state.offline{background:#a33}.state.ended{background:#555}
-#call{font-weight:bold}
+#call{font-weight:bold}#call-reason,#session{overflow-wrap:anywhere;font-size:.85em}
 form{display:flex;gap:.4em;margin:.5em 0}input{flex:1;min-width:0;padding:.3em;font:inherit}
 button{font:inherit;padding:.3em .6em}a{color:#8cf}
 #thumbs{display:flex;flex-wrap:wrap;gap:.4em}figure{margin:0;font-size:.8em;max-width:100px}
@@ -449,18 +459,23 @@ figure img{display:block;width:100px;height:100px;object-fit:contain;background:
 <div>
 <section><h2>Session: <span id="session">-</span></h2>
 <table>
-<tr><td>inputs</td><td id="images">-</td></tr>
-<tr><td>classified</td><td id="classified">-</td></tr>
-<tr><td id="positive-label">positive</td><td id="positives">-</td></tr>
-<tr><td>out of domain</td><td id="out-of-domain">-</td></tr>
-<tr><td>positive fraction</td><td id="fraction">-</td></tr>
-<tr><td>95% interval</td><td id="interval">-</td></tr>
-<tr><td>call</td><td id="call">-</td></tr>
+<tr><td>inputs seen</td><td id="images">-</td></tr>
+<tr><td>given a class</td><td id="classified">-</td></tr>
+<tr><td>&nbsp;&nbsp;called <span id="positive-label">positive</span></td><td id="positives">-</td></tr>
+<tr><td>&nbsp;&nbsp;called <span id="negative-label">negative</span></td><td id="negatives">-</td></tr>
+<tr><td>uncertain (near the threshold)</td><td id="uncertain">-</td></tr>
+<tr><td>out of domain or rejected</td><td id="out-of-domain">-</td></tr>
+<tr><td>share called <span id="share-label">positive</span></td><td id="fraction">-</td></tr>
+<tr><td>95% interval (cells as independent)</td><td id="interval">-</td></tr>
+<tr><td>mean probability</td><td id="mean">-</td></tr>
+<tr><td>session call</td><td id="call">-</td></tr>
 </table>
+<div id="call-reason"></div>
 <form id="start-form"><input id="session-name" maxlength="100" placeholder="slide or patient" required>
 <button id="start-session">Start session</button></form>
 <button id="end-session" type="button">End session</button> <a id="download" href="api/log">Download its log</a>
 <div id="message"></div>
+<p><small id="legend"></small></p>
 </section>
 <section><h2>Flagged or positive</h2><div id="thumbs"></div></section>
 <section><h2>Events</h2><ul id="events"></ul></section>
@@ -490,12 +505,20 @@ function render(s) {
   text("frames", s.frames);
   const m = s.summary;
   text("session", s.session === null ? "(none)" : s.session);
+  const positive = s.names[s.labels[1]], negative = s.names[s.labels[0]];
   text("images", m.images); text("classified", m.classified);
-  text("positive-label", s.labels[1]); text("positives", m.counts[s.labels[1]]);
-  text("out-of-domain", m.out_of_domain);
+  text("positive-label", positive); text("positives", m.counts[s.labels[1]]);
+  text("negative-label", negative); text("negatives", m.counts[s.labels[0]]);
+  text("uncertain", m.uncertain); text("out-of-domain", m.out_of_domain + m.rejected);
+  text("share-label", positive);
   text("fraction", percent(m.positive_fraction));
   text("interval", m.classified ? percent(m.positive_fraction_ci95[0]) + " - " + percent(m.positive_fraction_ci95[1]) : "-");
-  text("call", m.call);
+  text("mean", m.mean_probability === null ? "-" : "P(" + positive + ") " + percent(m.mean_probability));
+  text("call", s.names[m.call] || m.call); text("call-reason", m.call_reason);
+  text("legend", "Each input is called " + positive + " when its probability of " + positive + " is at least " +
+       percent(s.threshold) + ", else " + negative + ". \"?\" marks an input given no class: uncertain (too near " +
+       "that threshold to tell), out of domain (unlike the images the model was trained on: its answer would " +
+       "mean nothing) or rejected (blank, saturated, out of focus or the wrong kind of image).");
   if (s.focus) {
     const share = s.focus.peak > 0 ? Math.min(1, s.focus.value / s.focus.peak) : 0;
     text("focus", s.focus.value.toFixed(0) + " (best " + s.focus.peak.toFixed(0) + ")");

@@ -249,7 +249,7 @@ def test_installer_builds_a_working_environment(bundle, installed, tmp_path):
     image = tmp_path / "cell.png"
     Image.fromarray(synthetic_cell(3, blast=True)).save(image)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no EDGE_* settings, no repo on the path
-    done = subprocess.run([str(venv / "bin" / "edge-classify"), "--model", "leukemia_int8", "--json", str(image)],
+    done = subprocess.run([str(venv / "bin" / "edge-classify"), "--model", "leukemia_int8", "--json", "--label-all", str(image)],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -257,7 +257,7 @@ def test_installer_builds_a_working_environment(bundle, installed, tmp_path):
     from edge.classifier import Classifier
     with Classifier("leukemia_int8") as classifier:
         expected = classifier.classify(str(image))
-    assert result["label"] == expected.label and result["score"] == round(expected.score, 6)
+    assert result["label"] == expected.model_label and result["probability"] == expected.probability
     located = subprocess.run([str(venv / "bin" / "python"), "-c", "import edge, models; print(edge.__file__, models.__file__)"],
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     paths = [Path(path).resolve() for path in located.stdout.split()]

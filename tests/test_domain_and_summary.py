@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check, flag_threshold
-from convert.session import best_fraction, choose_decision_fraction, count_calls, held_out_counts, session_calls
+from convert.session import choose_session_rule, rule_from_spread
 from edge.domain import DomainCheck
-from edge.summary import SessionSummary, wilson_interval
+from edge.summary import SessionRule, SessionSummary, wilson_interval
 
 
 def gaussian_features(rng, count: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -82,65 +82,94 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_session_summary_counts_interval_and_call():
-    summary = SessionSummary(("hem", "all"), decision_fraction=0.5)
+RULE = SessionRule(min_inputs=10, negative_to=0.35, positive_from=0.65)
+
+
+def test_session_summary_counts_every_kind_of_answer_and_calls_by_the_mean_probability():
+    summary = SessionSummary(("hem", "all"), RULE)
     for _ in range(18):
-        summary.add("all")
+        summary.add("all", 0.8)
     for _ in range(2):
-        summary.add("hem")
-    summary.add("uncertain")
-    summary.add(out_of_domain=True, label="all")
+        summary.add("hem", 0.2)
+    summary.add("uncertain", 0.5)
+    summary.add("out_of_domain", 0.9)
+    summary.add("rejected", 0.9)
     summary.add(error=True)
     result = summary.as_dict()
-    assert result["images"] == 23 and result["classified"] == 20 and result["errors"] == 1
-    assert result["out_of_domain"] == 1 and result["uncertain"] == 1 and result["counts"] == {"hem": 2, "all": 18}
-    assert result["positive_fraction"] == 0.9
-    low, high = result["positive_fraction_ci95"]
-    assert (low, high) == pytest.approx(wilson_interval(18, 20), abs=1e-4) and low > 0.5
-    assert result["call"] == "all"
-    balanced = SessionSummary(("hem", "all"), 0.5)
-    for label in ["all", "hem"] * 10:
-        balanced.add(label)
-    assert balanced.as_dict()["call"] == "uncertain"
-    normal = SessionSummary(("hem", "all"), 0.5)
-    for label in ["hem"] * 30 + ["all"] * 3:
-        normal.add(label)
+    assert result["images"] == 24 and result["classified"] == 20 and result["errors"] == 1
+    assert result["out_of_domain"] == 1 and result["rejected"] == 1 and result["uncertain"] == 1
+    assert result["counts"] == {"hem": 2, "all": 18} and result["positive_fraction"] == 0.9
+    assert result["positive_fraction_ci95"] == pytest.approx(wilson_interval(18, 20), abs=1e-4)
+    # the mean is over the judged inputs (class answers and uncertain ones), not the flagged ones
+    assert result["mean_probability"] == pytest.approx((18 * 0.8 + 2 * 0.2 + 0.5) / 21, abs=1e-4)
+    assert result["call"] == "all" and ">= 0.65" in result["call_reason"]
+
+
+def test_session_calls_say_why_they_are_uncertain():
+    few = SessionSummary(("hem", "all"), RULE)
+    for _ in range(9):
+        few.add("all", 0.95)
+    assert few.as_dict()["call"] == "uncertain" and "at least 10" in few.as_dict()["call_reason"]
+    between = SessionSummary(("hem", "all"), RULE)
+    for p in [0.9, 0.2] * 10:
+        between.add("all" if p > 0.5 else "hem", p)
+    assert between.as_dict()["call"] == "uncertain" and "between" in between.as_dict()["call_reason"]
+    normal = SessionSummary(("hem", "all"), RULE)
+    for _ in range(12):
+        normal.add("hem", 0.1)
     assert normal.as_dict()["call"] == "hem"
-    flagged = SessionSummary(("hem", "all"), 0.5)
+    flagged = SessionSummary(("hem", "all"), RULE)
     for i in range(10):
-        flagged.add("all", out_of_domain=i < 6)
+        flagged.add("out_of_domain" if i < 6 else "all", 0.9)
     assert flagged.as_dict()["call"] == "out_of_domain"
+    assert SessionSummary(("hem", "all"), None).as_dict()["call"] == "uncertain"
 
 
-def test_decision_fraction_chosen_without_wrong_calls_on_known_groups():
-    rng = np.random.default_rng(2)
-    groups, y, scores = [], [], []
-    for group, (label, share) in enumerate([(0, 0.1), (0, 0.3), (0, 0.45), (1, 0.8), (1, 0.9), (1, 0.7)]):
-        called = rng.random(200) < share
-        groups += [f"g{group}"] * 200
-        y += [label] * 200
-        scores += list(np.where(called, 0.9, 0.1))
-    choice = choose_decision_fraction(np.array(y), np.array(scores), np.array(groups), 0.5, ("hem", "all"))
-    assert choice["wrong"] == 0 and choice["right"] == 6
-    assert 0.45 < choice["decision_fraction"] < 0.7
+def _generated_groups(rng, means: dict, cells: int = 40) -> dict:
+    """{group: (truth, cells, mean probability, cells at or above 0.5)} from per-cell probabilities."""
+    table = {}
+    for group, (truth, centre) in means.items():
+        p = np.clip(rng.normal(centre, 0.2, cells), 0.001, 0.999)
+        table[group] = (truth, cells, float(p.mean()), int(np.sum(p >= 0.5)))
+    return table
 
 
-def test_a_wider_interval_turns_a_small_clear_session_uncertain():
-    session = dict(images=12, counts={"hem": 2, "all": 10})
-    assert SessionSummary(("hem", "all"), 0.5, **session).as_dict()["call"] == "all"
-    assert SessionSummary(("hem", "all"), 0.5, 0.99, **session).as_dict()["call"] == "uncertain"
+def test_session_rule_never_calls_a_patient_whose_cells_straddle_the_threshold():
+    rng = np.random.default_rng(3)
+    centres = {f"n{i}": (0, c) for i, c in enumerate([0.15, 0.2, 0.25, 0.3, 0.35, 0.2, 0.25, 0.3, 0.18, 0.28])}
+    centres.update({f"b{i}": (1, c) for i, c in enumerate([0.85, 0.8, 0.75, 0.7, 0.65, 0.8, 0.75, 0.7, 0.82, 0.72])})
+    table = _generated_groups(rng, centres)
+    fold_of_group = {g: i % 5 for i, g in enumerate(sorted(table))}
+    choice = choose_session_rule(table, fold_of_group, ("hem", "all"))
+    rule = SessionRule.from_metadata(choice["rule"])
+    assert choice["wrong"] == 0 and choice["held_out"]["mean_probability_rule"]["wrong"] == 0
+    assert choice["right"] > 0
+    for seed in range(20):  # a new patient of either class whose cells sit around the threshold
+        straddling = _generated_groups(np.random.default_rng(100 + seed), {"x": (seed % 2, 0.5)})
+        truth, n, mean, _ = straddling["x"]
+        assert rule.call(n, mean, ("hem", "all"))[0] == "uncertain"
 
 
-def test_held_out_session_counts_choose_the_fraction_without_the_fold_they_score():
+def test_rule_from_spread_keeps_k_standard_deviations_of_the_group_means():
+    table = {"n0": (0, 20, 0.2, 0), "n1": (0, 20, 0.4, 0), "b0": (1, 20, 0.7, 0), "b1": (1, 20, 0.9, 0),
+             "tiny": (0, 2, 0.95, 0)}
+    rule = rule_from_spread(table, minimum=3, k=2.0)  # "tiny" has too few inputs to count
+    spread = np.std([0.2, 0.4], ddof=1)
+    assert rule.positive_from == pytest.approx(0.3 + 2 * spread, abs=1e-4)
+    assert rule.negative_to == pytest.approx(0.8 - 2 * spread, abs=1e-4) and rule.min_inputs == 3
+    assert rule_from_spread(table, minimum=3, k=1.0) is None  # levels that cross make no rule
+
+
+def test_the_held_out_judgement_sets_the_rule_without_the_fold_it_scores():
     labels = ("hem", "all")
-    # folds 0 and 1 put every normal group at 30% positive and every blast group at 95%; fold 2 holds a
-    # normal group at 75%: chosen on the other folds the fraction is about 0.65 and its call is wrong,
-    # while chosen on all groups the fraction moves above 0.83 and no call is wrong.
-    tallies = {"n0": (0, 30, 100), "b0": (1, 95, 100), "n1": (0, 30, 100), "b1": (1, 95, 100),
-               "n2": (0, 75, 100), "b2": (1, 95, 100)}
-    fold_of_group = {"n0": 0, "b0": 0, "n1": 1, "b1": 1, "n2": 2, "b2": 2}
-    assert count_calls(session_calls(tallies, labels, best_fraction(tallies, labels)), labels)["wrong"] == 0
-    assert held_out_counts(tallies, fold_of_group, labels) == {"right": 5, "uncertain": 0, "wrong": 1}
+    # a normal group in fold 2 looks like the blast groups: chosen without it, the rule calls it wrong
+    table = {"n0": (0, 50, 0.2, 0), "n1": (0, 50, 0.25, 0), "n3": (0, 50, 0.3, 0), "n4": (0, 50, 0.22, 0),
+             "b0": (1, 50, 0.8, 0), "b1": (1, 50, 0.85, 0), "b3": (1, 50, 0.9, 0), "b4": (1, 50, 0.82, 0),
+             "n2": (0, 50, 0.86, 0), "b2": (1, 50, 0.88, 0)}
+    fold_of_group = {"n0": 0, "b0": 0, "n1": 1, "b1": 1, "n2": 2, "b2": 2, "n3": 3, "b3": 3, "n4": 4, "b4": 4}
+    choice = choose_session_rule(table, fold_of_group, labels)
+    assert choice["wrong"] == 0  # set on every group, no level calls n2 wrong
+    assert choice["held_out_calls"]["n2"] in ("all", "uncertain")
 
 
 # -- the shipped models ----------------------------------------------------------------------------
@@ -155,13 +184,15 @@ from edge.live import main as live_main  # noqa: E402
 
 
 @pytest.mark.parametrize("model", ["leukemia_int8", "leukemia_float32", "brain_int8", "brain_float32"])
-def test_shipped_models_carry_a_domain_check_a_session_fraction_and_an_abstain_margin(model):
+def test_shipped_models_carry_a_domain_check_a_session_rule_and_an_uncertain_band(model):
     with Classifier(model) as classifier:
         spec = classifier.spec
         early = 2 if model.startswith("leukemia") else 6  # the compact CNN's first two ReLUs, Lite0's first six
         assert spec.domain is not None and len(spec.domain.layers) == early + 1  # and the last features
         assert spec.domain.layers[-1].stop == spec.features.shape[1] and spec.domain.layers[-1].means.shape[0] == 2
-        assert 0 < spec.decision_fraction < 1 and 0 < spec.abstain_margin < 0.5
+        assert spec.session_rule is not None and 0 < spec.uncertain_margin < 0.5
+        assert spec.calibration.output_kind == "logit"
+        assert spec.display_name(spec.labels[1]) in ("blast", "tumour")
         image = synthetic_cell(1, True, 200) if model.startswith("leukemia") else \
             np.repeat(synthetic_mri(1, True, 200)[:, :, None], 3, axis=2)
         result = classifier.classify(image)
@@ -185,24 +216,30 @@ def test_classify_summary_line_counts_the_lines_above_it(cell_files, capsys):
     assert code == 1  # the broken file
     rows, summary = lines[:-1], lines[-1]["summary"]
     assert len(rows) == 9 and summary["images"] == 9 and summary["errors"] == 1
-    assert all("out_of_domain" in r and "domain_score" in r for r in rows if "error" not in r)
-    in_domain = [r for r in rows if "error" not in r and not r["out_of_domain"]]
-    assert summary["out_of_domain"] == 8 - len(in_domain)
-    assert summary["counts"] == {"hem": sum(r["label"] == "hem" for r in in_domain),
-                                 "all": sum(r["label"] == "all" for r in in_domain)}
-    assert summary["call"] in ("hem", "all", "uncertain", "out_of_domain")
-    assert set(summary) >= {"images", "classified", "errors", "out_of_domain", "counts", "positive_fraction",
-                            "positive_fraction_ci95", "call"}
+    answered = [r for r in rows if "error" not in r]
+    assert all("out_of_domain" in r and "domain_score" in r and "probability" in r for r in answered)
+    for kind in ("out_of_domain", "rejected", "uncertain"):
+        assert summary[kind] == sum(r["label"] == kind for r in answered)
+    assert summary["counts"] == {"hem": sum(r["label"] == "hem" for r in answered),
+                                 "all": sum(r["label"] == "all" for r in answered)}
+    assert summary["call"] in ("hem", "all", "uncertain", "out_of_domain") and summary["call_reason"]
 
 
-def test_abstain_answers_uncertain_near_the_threshold_or_out_of_domain(cell_files, capsys):
-    classify_main(["--model", "leukemia", "--json", "--abstain", str(cell_files)])
+def test_answers_withhold_the_class_near_the_threshold_out_of_domain_or_rejected(cell_files, capsys):
+    classify_main(["--model", "leukemia", "--json", "--no-quality", str(cell_files)])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "error" not in line]
     with Classifier("leukemia") as classifier:
-        threshold, margin = classifier.threshold, classifier.spec.abstain_margin
+        threshold, margin = classifier.threshold, classifier.spec.uncertain_margin
     for row in rows:
-        near = abs(row["probabilities"]["all"] - threshold) < margin
-        assert (row["label"] == "uncertain") == (near or row["out_of_domain"]), row
+        assert row["threshold"] == pytest.approx(threshold, abs=1e-6)
+        assert row["model_label"] == ("all" if row["probability"] >= threshold else "hem")
+        if row["out_of_domain"]:
+            assert row["label"] == "out_of_domain" and "unlike the training images" in row["reason"]
+        elif abs(row["probability"] - threshold) < margin:
+            assert row["label"] == "uncertain" and "threshold" in row["reason"]
+        else:
+            assert row["label"] == row["model_label"] and row["reason"] is None
+            assert row["answer"] == {"all": "blast", "hem": "normal"}[row["label"]]
 
 
 def test_live_records_carry_the_session_and_its_summary(cell_files, tmp_path):

@@ -39,23 +39,27 @@ def run_cli(args, capsys):
 
 
 def test_json_output_one_object_per_input(cells, capsys):
-    code, out, _ = run_cli(["--model", "leukemia", "--json", str(cells)], capsys)
+    code, out, _ = run_cli(["--model", "leukemia", "--json", "--label-all", str(cells)], capsys)
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 3
     for row in rows:
-        assert {"path", "label", "score", "probabilities", "latency_ms"} <= set(row)
+        assert {"path", "label", "answer", "reason", "probability", "threshold", "probabilities", "latency_ms"} <= set(row)
         assert row["label"] in ("all", "hem") and set(row["probabilities"]) == {"all", "hem"}
-        assert row["score"] == pytest.approx(row["probabilities"][row["label"]], abs=1e-5)
+        assert row["answer"] == {"all": "blast", "hem": "normal"}[row["label"]]
+        assert row["probability"] == pytest.approx(row["probabilities"]["all"], abs=1e-5)
+        assert (row["probability"] >= row["threshold"]) == (row["label"] == "all")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5 and row["latency_ms"] > 0
 
 
 def test_csv_and_table_output(cells, capsys):
-    code, out, _ = run_cli(["--model", "leukemia_int8", "--csv", str(cells / "a.png"), str(cells / "c.tiff")], capsys)
+    code, out, _ = run_cli(["--model", "leukemia_int8", "--csv", "--label-all", str(cells / "a.png"),
+                            str(cells / "c.tiff")], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [Path(r["path"]).name for r in rows] == ["a.png", "c.tiff"]
     assert all(r["label"] in ("all", "hem") and r["error"] == "" for r in rows)
-    code, out, _ = run_cli(["--model", "leukemia", str(cells / "a.png")], capsys)
-    assert code == 0 and "confidence" in out.splitlines()[0] and "a.png" in out
+    code, out, _ = run_cli(["--model", "leukemia", "--label-all", str(cells / "a.png")], capsys)
+    assert code == 0 and "P(blast)" in out.splitlines()[0] and "threshold" in out.splitlines()[0] and "a.png" in out
+    assert out.splitlines()[1].split()[1] in ("blast", "normal")
 
 
 def test_globs_and_folders_are_expanded(cells, capsys):
@@ -201,4 +205,4 @@ def test_batch_equals_one_by_one():
         single = [classifier.classify(image) for image in images]
         assert classifier.get_input_shape() == (1, 96, 96, 3)
     assert [r.label for r in batch] == [r.label for r in single]
-    np.testing.assert_allclose([r.score for r in batch], [r.score for r in single], atol=1e-6)
+    np.testing.assert_allclose([r.probability for r in batch], [r.probability for r in single], atol=1e-6)

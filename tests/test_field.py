@@ -153,7 +153,7 @@ def test_crops_classify_in_one_batch():
     with Classifier("leukemia_int8", threads=2) as classifier:
         results = classifier.classify_batch(crops)
     assert len(results) == len(WHITE)
-    assert all(r.label in classifier.labels and 0.0 <= r.score <= 1.0 for r in results)
+    assert all(r.model_label in classifier.labels and 0.0 <= r.probability <= 1.0 for r in results)
 
 
 def _fields():

@@ -131,7 +131,8 @@ def test_extreme_shapes_as_arrays(model, quality):
     with Classifier(model, check_quality=quality) as classifier:
         for shape in [(1, 512), (512, 1), (10, 30000), (30000, 10), (1, 1), (65500, 1)]:
             result = classifier.classify(np.full((*shape, 3), 120, np.uint8))
-            assert result.label in classifier.labels and math.isfinite(result.score)
+            assert result.model_label in classifier.labels and math.isfinite(result.probability)
+            assert result.answered or result.reason
 
 
 def _sidecar_case(tmp_path: Path, name: str, edit, model: str = "leukemia_int8",

@@ -66,7 +66,8 @@ def test_cell_mode_on_a_video_file_logs_every_frame(cell_video, tmp_path, capsys
     assert records[-1]["captured"] == 12  # the reader saw the whole file; slower frames were dropped
     assert records[-1]["frames"] + records[-1]["dropped"] == 12
     for record in frames:
-        assert record["label"] in ("hem", "all") and record["score"] == record["probabilities"][record["label"]]
+        assert record["label"] in ("hem", "all", "uncertain", "out_of_domain", "rejected")
+        assert record["model_label"] in ("hem", "all") and ("reason" in record) == (record["label"] not in ("hem", "all"))
         assert set(record["latency_ms"]) - {"domain"} == {"capture_wait", "quality", "preprocess", "quantize", "invoke",
                                                           "dequantize", "overlay", "end_to_end"}  # domain: models with the check
         assert record["latency_ms"]["end_to_end"] >= record["latency_ms"]["invoke"]
@@ -89,7 +90,7 @@ def test_results_equal_edge_classify_on_the_same_frames(cell_folder, tmp_path):
         for record, path in zip(frames, sorted(cell_folder.glob("*.png"))):
             expected = classifier.classify(path)
             assert record["label"] == expected.label
-            assert record["score"] == pytest.approx(expected.score, abs=1e-5)
+            assert record["probability"] == pytest.approx(expected.probability, abs=1e-5)
 
 
 def test_pi_camera_through_the_cli(tmp_path, monkeypatch):

@@ -15,6 +15,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from edge.metadata import load_spec
+from edge.model_store import resolve_model
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -277,11 +280,12 @@ def test_frames_are_encoded_once_for_every_viewer_and_thumbnails_kept():
     assert buffer.jpeg(1, timeout=0.01) is None  # nothing newer yet
 
     server = WebServer(("127.0.0.1", 0), token=None)
+    spec = load_spec(resolve_model("leukemia"))
     try:
         frame = cell_frame(1, True)[:, :, ::-1].copy()
         for number in range(3):  # at most one frame's thumbnails a second
-            server.publish(frame, {"label": "all", "score": 0.9}, number, "all")
-        server.publish(frame, {"cells": [{"box": [10, 10, 30, 30], "label": "hem", "score": 0.8}]}, 4, "all")
+            server.publish(frame, {"label": "all", "probability": 0.9}, number, spec)
+        server.publish(frame, {"cells": [{"box": [10, 10, 30, 30], "label": "hem", "probability": 0.2}]}, 4, spec)
         assert server.thumbnail(1)[:2] == b"\xff\xd8" and server.thumbnail(2) is None
         server.run = SimpleNamespace(args=SimpleNamespace(log=None))
         server.start(server.run)

@@ -55,3 +55,36 @@ def choose_threshold(task: str, y_true, scores) -> float:
         return float(candidates[best])
     f1 = [f1_score(y_true, (scores >= t).astype(int), average="weighted", zero_division=0) for t in candidates]
     return float(candidates[int(np.argmax(f1))])
+
+
+# -- calibration: do the probabilities mean what they say ------------------------------------------
+CALIBRATION_BINS = 10
+
+
+def reliability(probabilities: np.ndarray, y: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Equal-width bins of predicted probability: count, mean predicted, observed positive share."""
+    probabilities, y = np.asarray(probabilities, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    index = np.minimum((probabilities * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        rows.append({"bin": [b / bins, (b + 1) / bins], "count": count,
+                     "predicted": float(probabilities[members].mean()) if count else None,
+                     "observed": float(y[members].mean()) if count else None})
+    return rows
+
+
+def expected_calibration_error(probabilities, y, bins: int = CALIBRATION_BINS) -> float:
+    rows = reliability(probabilities, y, bins)
+    total = sum(r["count"] for r in rows)
+    return float(sum(r["count"] * abs(r["predicted"] - r["observed"]) for r in rows if r["count"]) / total)
+
+
+def brier(probabilities, y) -> float:
+    return float(np.mean((np.asarray(probabilities, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
+
+
+def calibration_scores(probabilities, y) -> dict:
+    return {"ece": expected_calibration_error(probabilities, y), "brier": brier(probabilities, y),
+            "reliability": reliability(probabilities, y)}
