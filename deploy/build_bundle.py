@@ -30,12 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_EXTRAS = ("edge", "camera")  # never train/dev on a device
+DEVICE_EXTRAS = ("edge", "camera", "dicom")  # never train/dev on a device
 TFLITE_RUNTIME = "tflite-runtime==2.14.0"  # built against numpy 1.x, Python <= 3.11
 GLIBC_MAX = {"aarch64": 36}  # Raspberry Pi OS / Debian Bookworm: glibc 2.36
 # bundle path -> source path (relative to the repository)
 FILES = {"install.sh": "deploy/install.sh", "systemd/edge-live.service": "deploy/edge-live.service",
-         "etc/edge-live.env": "deploy/edge-live.env", "etc/config.json": "deploy/config.json"}
+         "etc/edge-live.env": "deploy/edge-live.env", "etc/config.json": "deploy/config.json",
+         "systemd/edge-dicom.service": "deploy/edge-dicom.service", "etc/edge-dicom.env": "deploy/edge-dicom.env"}
 
 
 class BuildError(Exception):
@@ -49,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="aarch64: Raspberry Pi OS Bookworm 64-bit; host: this machine's platform and Python")
     parser.add_argument("--python-version", default="3.11", help="the device's Python (aarch64 only; default 3.11)")
     parser.add_argument("--extras", default="edge,camera",
-                        help="comma-separated extras from: edge, camera (default edge,camera; '' for none)")
+                        help="comma-separated extras from: edge, camera, dicom (default edge,camera; '' for none)")
     parser.add_argument("--runtime", default="ai-edge-litert", choices=("ai-edge-litert", "tflite-runtime"),
                         help="the TFLite interpreter: ai-edge-litert (the edge extra) or tflite-runtime 2.14")
     parser.add_argument("--allow-numpy2", action="store_true",

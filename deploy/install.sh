@@ -117,9 +117,15 @@ if [ "$service" = 1 ]; then
     usermod -a -G video edge-medical
     install -d -m 0750 -o edge-medical -g edge-medical /var/lib/edge-medical
     install -d -m 0755 /etc/edge-medical
-    for conf in edge-live.env config.json; do  # the operator's settings survive updates
+    for conf in edge-live.env config.json edge-dicom.env; do  # the operator's settings survive updates
+        [ -e "etc/$conf" ] || continue
         [ -e "/etc/edge-medical/$conf" ] || install -m 0644 "etc/$conf" "/etc/edge-medical/$conf"
     done
+    if [ -e systemd/edge-dicom.service ]; then  # the DICOM node: installed, enabled by the operator
+        sed "s#/opt/edge-medical/#$prefix/#g" systemd/edge-dicom.service > /etc/systemd/system/edge-dicom.service
+        chmod 0644 /etc/systemd/system/edge-dicom.service
+        echo "edge-dicom.service installed (a bundle with the dicom extra runs it): systemctl enable --now edge-dicom"
+    fi
     sed "s#/opt/edge-medical/#$prefix/#g" systemd/edge-live.service > /etc/systemd/system/edge-live.service
     chmod 0644 /etc/systemd/system/edge-live.service
     if [ -d /run/systemd/system ]; then
