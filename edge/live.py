@@ -6,7 +6,8 @@
 
 SOURCE is picamera2[:N], a camera index (0 = /dev/video0), a video file or stream URL, or a folder
 of images (replayed at --fps). Capture runs in its own thread and only the newest frame is
-classified. A lost camera is reopened with backoff. Ctrl-C or SIGTERM stop cleanly.
+classified, except from a file or folder read with --fps 0: then every frame is. A lost camera is
+reopened with backoff. Ctrl-C or SIGTERM stop cleanly.
 With a window: `s` saves a snapshot, `q` quits. Headless: SIGUSR1 saves a snapshot.
 --serve HOST:PORT serves a web page with the live view, the session and a focus meter (edge/web.py).
 
@@ -53,8 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runtime", choices=RUNTIMES, help="force a TFLite runtime")
     parser.add_argument("--max-frames", type=positive_int, help="stop after classifying this many frames")
     parser.add_argument("--duration", type=positive_number, help="stop after this many seconds")
-    parser.add_argument("--fps", type=frame_rate, help="replay rate of a folder or video file (0: as fast as possible)")
-    parser.add_argument("--loop", action="store_true", help="replay a folder forever")
+    parser.add_argument("--fps", type=frame_rate,
+                        help="replay rate of a folder or video file (0: as fast as possible, every frame classified)")
+    parser.add_argument("--loop", action="store_true", help="replay a folder or video file forever")
     parser.add_argument("--log", help="append one JSON line per frame (and per camera event) to this file")
     parser.add_argument("--snapshots", help="folder for snapshots (key s, SIGUSR1, or --snapshot-positives)")
     parser.add_argument("--snapshot-positives", action="store_true", help="save a snapshot of positive frames (<= 1/s)")

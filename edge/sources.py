@@ -10,13 +10,16 @@ camera), a device index, a folder of images, or a video file or stream URL. Hard
 are imported only when their source is opened: picamera2 for the Pi camera, cv2 for OpenCV.
 
 ``LatestFrame`` runs a source in a background thread and keeps only the newest frame, so a slow
-model never works on stale frames, and it reopens a lost camera with backoff.
+model never works on stale frames, and it reopens a lost camera with backoff. A file or folder read
+unpaced (fps 0) is the exception: nothing is stale there, so every frame is handed on.
 """
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +36,14 @@ class EndOfStream(Exception):
 
 
 class FrameSource:
-    """Base class: ``open()``, ``read() -> RGB uint8``, ``close()``; a context manager."""
+    """Base class: ``open()``, ``read() -> RGB uint8``, ``close()``; a context manager.
+
+    ``keeps_every_frame``: True for a recording read as fast as it decodes (a video file or a folder
+    at fps 0), whose frames must all be classified: LatestFrame then reads it on demand instead of
+    replacing frames nobody took."""
 
     name = "source"
+    keeps_every_frame = False
 
     def open(self) -> None:
         raise NotImplementedError
@@ -81,29 +89,69 @@ def _import_cv2():
     return cv2
 
 
+@contextmanager
+def _opencv_quiet(cv2, stderr_too: bool):
+    """OpenCV's own log lines off; with stderr_too, FFmpeg's as well (FFmpeg writes straight to file
+    descriptor 2, so that points at /dev/null meanwhile: used only while opening a file, before any
+    other thread writes)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    saved_stderr = None
+    if stderr_too:
+        try:
+            sys.stderr.flush()
+            saved_stderr = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no stderr to silence
+            pass
+    try:
+        yield
+    finally:
+        if saved_stderr is not None:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+        cv2.utils.logging.setLogLevel(level)
+
+
 class OpenCVSource(FrameSource):
     """A V4L2/UVC camera (device index), a video file or a stream URL, through cv2.VideoCapture.
 
     A video file stands in for a camera: it is played at its own frame rate (``fps`` overrides it;
-    0 plays as fast as it decodes) and ends with EndOfStream. A camera or stream that stops
-    delivering raises SourceError, so it can be reopened.
+    0 plays as fast as it decodes, every frame kept) and ends with EndOfStream, or with ``loop``
+    starts again. Opening a file reads its first frame, so a file that is not a video fails there,
+    quietly (one SourceError, no OpenCV or FFmpeg lines). A camera or stream that stops delivering
+    raises SourceError, so it can be reopened.
     """
 
-    def __init__(self, target: int | str, fps: float | None = None, size: tuple[int, int] | None = None):
+    def __init__(self, target: int | str, fps: float | None = None, size: tuple[int, int] | None = None,
+                 loop: bool = False):
         self.target = target
         self.is_file = isinstance(target, str) and os.path.isfile(target)
         self.fps = fps
         self.size = size
+        self.loop = loop
         self.capture = None
+        self.first_frame = None  # read when a file is opened, handed out by the first read()
         self.pacer = Pacer(None)
         self.name = f"camera {target}" if isinstance(target, int) else str(target)
 
+    @property
+    def keeps_every_frame(self) -> bool:
+        return self.is_file and not self.pacer.interval
+
     def open(self) -> None:
         cv2 = _import_cv2()
-        capture = cv2.VideoCapture(self.target)
-        if not capture.isOpened():
+        with _opencv_quiet(cv2, stderr_too=self.is_file):
+            capture = cv2.VideoCapture(self.target)
+            ok, first = capture.read() if capture.isOpened() and self.is_file else (True, None)
+        if not capture.isOpened() or not ok:
             capture.release()
+            if self.is_file:
+                raise SourceError(f"{self.name}: cannot open as a video (not a video file, or a codec OpenCV lacks)")
             raise SourceError(f"{self.name}: cannot open (not connected, busy, or not a video)")
+        self.first_frame = first
         if isinstance(self.target, int):
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues several frames; keep the newest
             if self.size:
@@ -118,16 +166,24 @@ class OpenCVSource(FrameSource):
     def read(self) -> np.ndarray:
         if self.capture is None:
             raise SourceError(f"{self.name}: not open")
+        cv2 = _import_cv2()
         self.pacer.wait()
-        ok, bgr = self.capture.read()
+        if self.first_frame is not None:
+            ok, bgr, self.first_frame = True, self.first_frame, None
+        else:
+            ok, bgr = self.capture.read()
+        if not ok and self.is_file and self.loop:  # start the file again
+            self.capture.release()
+            self.capture = cv2.VideoCapture(self.target)
+            ok, bgr = self.capture.read()
         if not ok:
             if self.is_file:
                 raise EndOfStream(self.name)
             raise SourceError(f"{self.name}: read failed (camera unplugged or stream ended)")
-        cv2 = _import_cv2()
         return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
 
     def close(self) -> None:
+        self.first_frame = None
         if self.capture is not None:
             self.capture.release()
             self.capture = None
@@ -150,6 +206,10 @@ class FolderSource(FrameSource):
         self.skipped: list[str] = []  # "path: reason" of each unreadable image, once
         self.pacer = Pacer(fps)
         self.name = folder
+
+    @property
+    def keeps_every_frame(self) -> bool:
+        return not self.pacer.interval
 
     def open(self) -> None:
         if not os.path.isdir(self.folder):
@@ -253,7 +313,7 @@ def open_source(spec: str, fps: float | None = None, loop: bool = False) -> Fram
         return FolderSource(spec, fps=10.0 if fps is None else fps, loop=loop)
     if "://" not in spec and not os.path.exists(spec):
         raise SourceError(f"{spec}: no such file, folder or camera")
-    return OpenCVSource(spec, fps=fps)
+    return OpenCVSource(spec, fps=fps, loop=loop)
 
 
 @dataclass
@@ -264,7 +324,8 @@ class Frame:
 
 
 class LatestFrame:
-    """Reads a source in a background thread and keeps only the newest frame.
+    """Reads a source in a background thread and keeps only the newest frame. A source that
+    ``keeps_every_frame`` is read on demand instead: each frame when ``get()`` asks for it, none dropped.
 
     ``get()`` returns a frame newer than the last one it returned, or None when the source has
     ended or ``stop()`` was called. A SourceError closes the source and reopens it with
@@ -280,6 +341,7 @@ class LatestFrame:
         self._condition = threading.Condition()
         self._frame: Frame | None = None
         self._last_taken = 0  # number of the last frame get() returned
+        self._asking = 0  # get() calls waiting for a frame
         self._ended = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture {source}", daemon=True)
@@ -316,7 +378,12 @@ class LatestFrame:
 
     def get(self, timeout: float | None = None) -> Frame | None:
         with self._condition:
-            self._condition.wait_for(self._fresh_or_done, timeout)
+            self._asking += 1
+            self._condition.notify_all()  # a source read on demand reads now
+            try:
+                self._condition.wait_for(self._fresh_or_done, timeout)
+            finally:
+                self._asking -= 1
             frame = self._frame
             if frame is None or frame.number <= self._last_taken:
                 return None
@@ -327,6 +394,12 @@ class LatestFrame:
     def _fresh_or_done(self) -> bool:
         fresh = self._frame is not None and self._frame.number > self._last_taken
         return fresh or self._ended or self._stopping.is_set()
+
+    def _wait_until_asked(self) -> None:
+        """Until the last frame was taken and get() asks for the next (or stop() is called)."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._stopping.is_set() or (
+                self._asking and (self._frame is None or self._frame.number <= self._last_taken)))
 
     def _publish(self, rgb: np.ndarray) -> None:
         with self._condition:
@@ -347,6 +420,10 @@ class LatestFrame:
                             lost = False
                             self.reopened += 1
                             self.on_event("source_reopened", str(self.source))
+                    if self.source.keeps_every_frame:
+                        self._wait_until_asked()
+                        if self._stopping.is_set():
+                            break
                     self._publish(self.source.read())
                     delay = self.backoff_min
                 except EndOfStream:

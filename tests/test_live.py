@@ -31,14 +31,18 @@ def cell_frame(seed: int, blast: bool, size=(640, 480)) -> np.ndarray:
     return frame
 
 
-@pytest.fixture(scope="module")
-def cell_video(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("video") / "cells.avi"
+def write_cell_video(path: Path, count: int) -> Path:
+    """An MJPEG video of `count` cell frames at 30 fps, written by OpenCV."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
-    for i in range(12):
+    for i in range(count):
         writer.write(cell_frame(i, i % 2 == 0)[:, :, ::-1].copy())
     writer.release()
     return path
+
+
+@pytest.fixture(scope="module")
+def cell_video(tmp_path_factory) -> Path:
+    return write_cell_video(tmp_path_factory.mktemp("video") / "cells.avi", 12)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +67,8 @@ def test_cell_mode_on_a_video_file_logs_every_frame(cell_video, tmp_path, capsys
     assert records[0]["event"] == "start" and records[-1]["event"] == "stop"
     frames = [r for r in records if "frame" in r and "label" in r]
     assert len(frames) == records[-1]["frames"] >= 1
-    assert records[-1]["captured"] == 12  # the reader saw the whole file; slower frames were dropped
-    assert records[-1]["frames"] + records[-1]["dropped"] == 12
+    assert records[-1]["captured"] == records[-1]["frames"] == 12  # --fps 0 on a file: every frame classified
+    assert records[-1]["dropped"] == 0
     for record in frames:
         assert record["label"] in ("hem", "all", "uncertain", "out_of_domain", "rejected")
         assert record["model_label"] in ("hem", "all") and ("reason" in record) == (record["label"] not in ("hem", "all"))
@@ -118,6 +122,46 @@ def test_bad_source_and_bad_model_exit_with_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "missing.tflite" in err
     assert main(["--source", "0", "--model", "brain", "--mode", "field", "--headless"]) == 2
     assert "field mode needs a cell model" in capsys.readouterr().err
+
+
+def test_fps_0_classifies_every_frame_of_a_folder_and_of_a_video(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(15):
+        Image.fromarray(cell_frame(i, i % 2 == 0)).save(folder / f"frame{i:02d}.png")
+    video = write_cell_video(tmp_path / "cells.avi", 20)
+    for source, count in ((folder, 15), (video, 20)):
+        log = tmp_path / f"{source.name}.jsonl"
+        assert main(["--source", str(source), "--fps", "0", "--headless", "--model", "brain_int8",
+                     "--threads", "1", "--log", str(log)]) == 0
+        records = read_log(log)
+        assert [r["frame"] for r in records if "label" in r] == list(range(1, count + 1)), source
+        assert records[-1]["frames"] == records[-1]["captured"] == count and records[-1]["dropped"] == 0
+
+
+def test_loop_replays_a_video_file(tmp_path):
+    video = write_cell_video(tmp_path / "cells.avi", 4)
+    log = tmp_path / "loop.jsonl"
+    assert main(["--source", str(video), "--loop", "--fps", "0", "--max-frames", "10", "--headless",
+                 "--model", "brain_int8", "--log", str(log)]) == 0
+    frames = [r for r in read_log(log) if "label" in r]
+    assert [r["frame"] for r in frames] == list(range(1, 11))
+    probabilities = [r["probability"] for r in frames]
+    assert len(set(probabilities[:4])) > 1  # four different frames...
+    assert probabilities[4:] == probabilities[:6]  # ...and then the same four again, and again
+
+
+@pytest.mark.parametrize("name", ["fake.png", "notes.mp4", "camera 63"])
+def test_a_source_that_is_no_video_folder_or_camera_is_one_line_and_exit_1(name, tmp_path):
+    source = "63" if name.startswith("camera") else str(tmp_path / name)
+    if not source.isdigit():
+        Path(source).write_text("a text file, not an image or a video\n")
+    done = subprocess.run([sys.executable, "-m", "edge.live", "--source", source, "--headless",
+                           "--model", "brain_int8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edge-live: {name if source.isdigit() else source}: cannot open"), \
+        done.stderr
 
 
 def test_log_cuts_off_a_partial_last_line_before_appending(tmp_path):

@@ -57,13 +57,22 @@ def test_open_source_picks_the_source_from_its_string(tmp_path):
         open_source(str(tmp_path / "missing.mp4"))
 
 
-def test_unopenable_camera_and_non_video_file_are_source_errors(tmp_path):
-    text = tmp_path / "notes.mp4"
-    text.write_text("not a video")
-    with pytest.raises(SourceError, match="cannot open"):
-        OpenCVSource(str(text)).open()
+def test_unopenable_camera_and_non_video_file_are_source_errors(tmp_path, capfd):
+    for name in ("notes.mp4", "fake.png"):  # FFmpeg opens the fake PNG as an image sequence, then fails to read it
+        text = tmp_path / name
+        text.write_text("not a video")
+        with pytest.raises(SourceError, match="cannot open"):
+            OpenCVSource(str(text)).open()
     with pytest.raises(SourceError, match="cannot open"):
         OpenCVSource(63).open()  # /dev/video63 does not exist here
+    assert capfd.readouterr().err == ""  # neither OpenCV's nor FFmpeg's own lines
+
+
+def test_video_file_loop_starts_again(tmp_path):
+    video = write_video(tmp_path / "clip.avi", 3)
+    with OpenCVSource(str(video), fps=0, loop=True) as source:
+        reds = [round(source.read()[..., 0].mean() / 20) for _ in range(7)]
+    assert reds == [0, 1, 2, 0, 1, 2, 0]
 
 
 def test_folder_replay_in_name_order_at_the_chosen_rate_skipping_bad_files(tmp_path):
@@ -195,6 +204,24 @@ def test_only_the_newest_frame_is_handed_out():
     assert numbers == sorted(set(numbers))  # never the same frame twice, never an older one
     assert numbers[-1] - numbers[0] > 5  # ...and the stale ones in between were skipped
     assert frames.dropped > 0 and frames.taken == 5 and captured >= numbers[-1]
+
+
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_unpaced_file_sources_hand_on_every_frame_to_a_slow_reader(kind, tmp_path):
+    if kind == "folder":
+        for i in range(8):
+            Image.fromarray(colour_frame(i, (32, 32))).save(tmp_path / f"frame{i}.png")
+        source = FolderSource(str(tmp_path), fps=0)
+    else:
+        source = OpenCVSource(str(write_video(tmp_path / "clip.avi", 8)), fps=0)
+    source.open()
+    with LatestFrame(source, opened=True) as frames:
+        reds = []
+        while (frame := frames.get(timeout=10)) is not None:
+            reds.append(round(frame.rgb[..., 0].mean() / 20))
+            time.sleep(0.02)  # a slow model: an unpaced reader would have replaced this frame meanwhile
+    assert reds == list(range(8))
+    assert frames.captured == frames.taken == 8 and frames.dropped == 0
 
 
 def test_get_returns_none_when_a_finite_source_ends(tmp_path):
