@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from edge.model_file import check_model_file
+
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 _MODULES = {
     "ai-edge-litert": "ai_edge_litert.interpreter",
@@ -39,11 +41,17 @@ def interpreter_class(runtime: str | None = None):
 
 
 def make_interpreter(model_path: str | os.PathLike, runtime: str | None = None, threads: int | None = None):
-    """-> (interpreter with tensors allocated, runtime name)."""
+    """-> (interpreter with tensors allocated, runtime name). A file that is not a sound TFLite model
+    raises ValueError with a one-line message: its structure is checked before the runtime reads
+    it (edge.model_file), since the runtime trusts the file and a corrupt one can crash the process."""
     name, cls = interpreter_class(runtime)
-    with _runtime_notices_silenced():
-        interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
-        interpreter.allocate_tensors()
+    check_model_file(model_path)
+    try:
+        with _runtime_notices_silenced():
+            interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:  # the runtime's own messages may span several lines
+        raise ValueError(" ".join(str(error).split())) from None
     return interpreter, name
 
 

@@ -20,7 +20,7 @@ from edge.classifier import Classifier
 from edge.cli import main as classify_main
 from edge.live import ResultsLog
 from edge.live import main as live_main
-from edge.metadata import ModelError, write_metadata
+from edge.metadata import ModelError, sha256_of, write_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -216,6 +216,50 @@ def test_a_float32_model_under_an_int8_sidecar_is_refused(tmp_path, capsys):
     assert classify_main(["--model", str(model), str(image)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "input is float32" in err and "says int8" in err, err
+
+
+def _random_bytes_named_tflite(data: bytes) -> bytes:
+    """5,000 random bytes with the TFLite identifier at bytes 4-8, so they get past that first check."""
+    noise = np.random.default_rng(26).bytes(5000)
+    return noise[:4] + b"TFL3" + noise[8:]
+
+
+BROKEN_MODEL_FILES = {  # before the structure check, a cut model and named noise crashed the process (SIGSEGV)
+    "cut_to_a_third": lambda data: data[: len(data) // 3],
+    "5000_random_bytes": lambda data: np.random.default_rng(26).bytes(5000),
+    "5000_random_bytes_named_TFL3": _random_bytes_named_tflite,
+}
+
+
+def _classify_in_a_process(model: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    image = tmp_path / "cell.png"
+    Image.fromarray(synthetic_cell(1, True, size=200)).save(image)
+    return subprocess.run([sys.executable, "-m", "edge.cli", "--model", str(model), str(image)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_MODEL_FILES))
+def test_a_broken_model_file_whose_sidecar_matches_is_one_line_not_a_crash(case, tmp_path):
+    target = tmp_path / "brain_int8.tflite"  # the larger shipped model (4 MB); test_model_file cuts both
+    target.write_bytes(BROKEN_MODEL_FILES[case]((MODELS / "brain_int8.tflite").read_bytes()))
+    write_metadata(target, json.loads((MODELS / "brain_int8.json").read_text()))  # its sha256 rewritten to match
+    assert json.loads(target.with_suffix(".json").read_text())["sha256"] == sha256_of(target)
+    done = _classify_in_a_process(target, tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr)  # a signal would be negative (-11: SIGSEGV)
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"edge-classify: {target}: not a loadable TFLite model (")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_model_that_is_a_symlink_to_a_text_file_is_one_line(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\nsecond line\n")
+    link = tmp_path / "brain_int8.tflite"
+    link.symlink_to(text)
+    write_metadata(link, json.loads((MODELS / "brain_int8.json").read_text()))
+    done = _classify_in_a_process(link, tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr == f"edge-classify: {link}: not a loadable TFLite model (no TFL3 identifier at bytes 4-8)\n"
 
 
 @pytest.mark.parametrize("config, reason", [("[1]", "JSON object"), ('{"default_model": 3}', "default_model"),
