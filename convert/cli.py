@@ -93,7 +93,12 @@ def _outputs_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, tuple
 
 
 def _logits_of(flatbuffers: dict[str, bytes], x: np.ndarray) -> dict[str, np.ndarray]:
-    return {precision: outputs[0].astype(np.float64) for precision, outputs in _outputs_of(flatbuffers, x).items()}
+    """The score output of every converted flatbuffer on x, as logits (an averaged model's probability
+    is turned into its logit)."""
+    from convert.tflite import score_output_kind
+
+    return {precision: Calibration(output_kind=score_output_kind(flatbuffers[precision])).logits(outputs[0])
+            for precision, outputs in _outputs_of(flatbuffers, x).items()}
 
 
 def _unseen_distances(flatbuffers: dict[str, bytes], layer_sizes: list[int], x_train, y_train,
@@ -185,7 +190,7 @@ def convert(args: argparse.Namespace) -> bool:
     import keras
 
     from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check, flag_threshold
-    from convert.tflite import convert_keras
+    from convert.tflite import convert_keras, score_output_kind
     from train.model import with_features  # (also registers the Mirror layer of test-time-augmented models)
 
     samples, x, y, fold_of, subset = _arrays(split, spec, args.cache)
@@ -220,7 +225,7 @@ def convert(args: argparse.Namespace) -> bool:
         test = np.flatnonzero(subset == "test")
         y_eval = y[test]
         test_outputs = _outputs_of(flatbuffers, x[test])
-        logits = {p: outputs[0].astype(np.float64) for p, outputs in test_outputs.items()}
+        logits = _logits_of(flatbuffers, x[test])
         all_scores = {"keras": model.predict(x[test], batch_size=128, verbose=0).ravel(),
                       **{p: sigmoid(value) for p, value in logits.items()}}
         unseen_distances = {p: fitted_check(train_features[p][1], y[fit_on], layer_sizes).distances(test_outputs[p][1])
@@ -258,7 +263,7 @@ def convert(args: argparse.Namespace) -> bool:
         metadata[precision] = {
             "name": f"{name}_{precision}", "task": task, "precision": precision, "labels": labels,
             "positive_label": labels[1], "input": tensors[precision][0], "output": tensors[precision][1],
-            "output_kind": "logit", "display_names": {label: DISPLAY_NAMES[label] for label in labels},
+            "output_kind": score_output_kind(flatbuffers[precision]), "display_names": {label: DISPLAY_NAMES[label] for label in labels},
             "preprocessing": spec, "threshold": threshold, "threshold_policy": config["threshold_policy"],
             "training": training, "metrics_evaluated_on": evaluated_on, "metrics": metrics[precision],
             "keras_validation_metrics": report_config.get("validation"),

@@ -12,7 +12,9 @@ INTENDED_USE = {
 LIMITATIONS = {
     "brain": "Trained on two public Kaggle collections of unknown scanners and protocols, many images with "
              "near-duplicates (the split keeps duplicate groups on one side). Not validated on any clinical "
-             "population; sequences, orientations and pathologies outside these sets are out of domain.",
+             "population; sequences, orientations and pathologies outside these sets are out of domain. The "
+             "training data are single slices: whole-series (DICOM study) accuracy was not measured, and a series "
+             "summary's call is a stated rule over its slices, not a validated diagnosis.",
     "leukemia": "C-NMC has few patients (27 ALL, 14 normal) and two normal subjects hold most normal cells, so "
                 "every figure rests on 14 normal subjects and varies from fold to fold (see the spread). Stain and "
                 "microscope differences between sites shift the input; cells cropped from other smears are out of "
@@ -212,3 +214,33 @@ def _abstention_section(verification: dict, metadata: dict) -> str:
             f"{metadata['uncertain_margin']:.3f} of the threshold the answer is `uncertain`. Those three get no class "
             f"label (`--label-all` gives one anyway; the probability is in the JSON either way). "
             f"{_session_sentence(session, metadata['labels'])} Measured against other images: `benchmarks/DOMAIN.md`.")
+
+
+def main(argv=None) -> int:
+    """Rewrite <name>_MODEL_CARD.md from the verification and the int8 sidecar beside it (after a change
+    to this module; conversion writes it too).
+
+        python -m convert.model_card models --name brain"""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m convert.model_card", description=main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("--name", required=True, help="model name, e.g. brain")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    try:
+        verification = json.loads((folder / f"{args.name}_verification.json").read_text())
+        metadata = json.loads((folder / f"{args.name}_int8.json").read_text())
+    except (OSError, ValueError) as error:
+        print(f"model_card: {error}", file=sys.stderr)
+        return 2
+    (folder / f"{args.name}_MODEL_CARD.md").write_text(model_card(args.name, metadata["task"], verification, metadata))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -74,22 +74,33 @@ def convert_keras(model, precisions: list[str], representative: np.ndarray | Non
     return results
 
 
+def _final_ops(flatbuffer: bytes):
+    """-> (the model object, its subgraph, the builtin code of each operator)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    return model, model.subgraphs[0], codes
+
+
 def logit_output(flatbuffer: bytes) -> bytes:
     """The same model with its final sigmoid removed: the score output becomes the logit.
 
     An int8 sigmoid output steps by 1/256 and saturates (every confident scan reads 0.996 or 1.0); the
     int8 logit before it keeps its resolution at both ends (its scale comes from the same calibration
-    images). The device maps the logit to a calibrated probability (edge/calibration.py)."""
+    images). The device maps the logit to a calibrated probability (edge/calibration.py). A model whose
+    score is not one sigmoid (an ensemble or test-time augmentation averages several) is returned as
+    it is: its output stays a probability (score_output_kind)."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    subgraph = model.subgraphs[0]
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    model, subgraph, codes = _final_ops(flatbuffer)
     final = [op for op in subgraph.operators
              if codes[op.opcodeIndex] == schema.BuiltinOperator.LOGISTIC and op.outputs[0] in list(subgraph.outputs)]
-    if len(final) != 1:
-        raise ConversionError(f"expected one sigmoid producing a model output, found {len(final)}")
+    if len(final) > 1:
+        raise ConversionError(f"expected at most one sigmoid producing a model output, found {len(final)}")
+    if not final:
+        return flatbuffer
     sigmoid_op = final[0]
     probability, logit = int(sigmoid_op.outputs[0]), int(sigmoid_op.inputs[0])
     subgraph.outputs = [logit if int(index) == probability else int(index) for index in subgraph.outputs]
@@ -99,3 +110,14 @@ def logit_output(flatbuffer: bytes) -> bytes:
             if output.tensorIndex == probability:
                 output.tensorIndex = logit
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def score_output_kind(flatbuffer: bytes) -> str:
+    """"logit" when the one-value score output comes straight from the dense head (a fully connected
+    layer), else "probability" (a sigmoid, or the mean of several)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    _, subgraph, codes = _final_ops(flatbuffer)
+    scores = [int(i) for i in subgraph.outputs if int(subgraph.tensors[int(i)].shape[-1]) == 1]
+    producer = next(op for op in subgraph.operators if int(op.outputs[0]) == scores[0])
+    return "logit" if codes[producer.opcodeIndex] == schema.BuiltinOperator.FULLY_CONNECTED else "probability"

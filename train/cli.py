@@ -154,7 +154,7 @@ def train(args: argparse.Namespace) -> dict:
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-6),
             keras.callbacks.CSVLogger(out / "history.csv", append=initial_epoch > 0),
         ]
-        return model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+        return model.fit(train_ds, validation_data=val_ds, shuffle=False, epochs=epochs, initial_epoch=initial_epoch,
                          callbacks=callbacks, class_weight={0: float(weights[0]), 1: float(weights[1])},
                          verbose=1 if sys.stdout.isatty() else 2).history
 

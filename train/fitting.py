@@ -89,7 +89,7 @@ def fit(x: np.ndarray, y: np.ndarray, task: str, recipe: dict, epochs: int, on_e
     def train(learning_rate, until: int, after: int = 0):
         optimizer = keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema) if ema else keras.optimizers.Adam(learning_rate)
         model.compile(optimizer=optimizer, loss="binary_crossentropy")
-        model.fit(dataset, epochs=until, initial_epoch=after, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+        model.fit(dataset, shuffle=False, epochs=until, initial_epoch=after, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
 
     if recipe["backbone"] == "small":
         model = build_model(x.shape[1:], width=recipe["width"])
