@@ -66,13 +66,14 @@ def _series_summary(printer, summary: dict, labels: tuple[str, str]) -> None:
         return
     instances = summary[f"{positive}_instances"]
     top = summary["highest_probability"]
+    words = printer.spec.display_name(positive)  # plain words: "tumour", not the code "yes"
     line = (f"study {summary['study_instance_uid']} series {summary['series_instance_uid']} "
             f"({summary['series_description'] or 'no description'}): {summary['slices']} slices, "
-            f"{summary['classified']} classified, {summary[f'called_{positive}']} called {positive}"
+            f"{summary['classified']} classified, {summary[f'called_{positive}']} called {words}"
             + (f" (instances {', '.join(instances)})" if instances else "")
-            + ("" if top is None else f", highest p({positive}) {top:.3f} at instance {summary['highest_probability_instance']}")
-            + f", {summary['out_of_domain']} out of domain, {summary['left_out']} left out: call {summary['call']} "
-            f"[rule: {summary['call_rule']}]")
+            + ("" if top is None else f", highest P({words}) {top:.3f} at instance {summary['highest_probability_instance']}")
+            + f", {summary['out_of_domain']} out of domain, {summary['left_out']} left out: call "
+            f"{printer.spec.display_name(summary['call'])} [rule: {summary['call_rule']}]")
     if printer.mode == "csv":
         printer.error("SERIES_SUMMARY", line)  # the line in the error column, in the printer's own layout
     else:

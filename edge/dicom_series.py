@@ -71,13 +71,9 @@ class SeriesReport:
                 "call": call, "call_rule": SERIES_RULE.format(positive=positive, negative=negative)}
 
 
-def slice_call(result, positive_label: str) -> tuple[str, float, bool | None]:
+def slice_call(result) -> tuple[str, float, bool | None]:
     """(answer, probability of the positive class, out of domain) from a classifier's result."""
-    answer = getattr(result, "answer", None) or result.label
-    probability = getattr(result, "probability", None)
-    if probability is None:
-        probability = result.probabilities[positive_label]
-    return answer, float(probability), result.out_of_domain
+    return result.label, float(result.probability), result.out_of_domain
 
 
 def plane(orientation: tuple[float, ...]) -> tuple[str, float]:
@@ -141,7 +137,7 @@ def scan(paths: Iterable[str | os.PathLike], modalities: tuple[str, ...]) -> Sca
     return Scan(order, problems)
 
 
-def classify_series(report: SeriesReport, classify: Callable, positive_label: str,
+def classify_series(report: SeriesReport, classify: Callable,
                     on_slice: Callable[[SliceResult, object], None] | None = None) -> SeriesReport:
     """Classify the slices not left out, one file (and one frame) at a time, in instance order;
     on_slice(slice, result or None) is called for every slice as it is done."""
@@ -161,7 +157,7 @@ def classify_series(report: SeriesReport, classify: Callable, positive_label: st
                 except DicomError as error:
                     target.error = str(error).removeprefix(f"{path}: ")
                     continue
-                target.answer, target.probability, target.out_of_domain = slice_call(result, positive_label)
+                target.answer, target.probability, target.out_of_domain = slice_call(result)
                 done[(path, info.frame)] = result
         except DicomError as error:
             for s in by_frame.values():
@@ -196,7 +192,7 @@ def classify_files(classifier, paths: Iterable[str | os.PathLike],
     result = scan(paths, modalities_of(classifier.spec.task))
     for report in result.series:
         callback = None if on_slice is None else (lambda s, r, report=report: on_slice(report, s, r))
-        classify_series(report, classifier.classify, classifier.labels[1], callback)
+        classify_series(report, classifier.classify, callback)
     return result
 
 

@@ -151,17 +151,17 @@ def test_series_grouping_order_and_slices_left_out(tmp_path):
 
     class Result:
         def __init__(self, p):
-            self.label, self.probabilities, self.out_of_domain = ("yes" if p > 0.5 else "no"), {"no": 1 - p, "yes": p}, False
+            self.label, self.probability, self.out_of_domain = ("yes" if p > 0.5 else "no"), p, False
 
     seen = []
-    classify_series(axial, lambda rgb: Result(next(calls)), "yes", on_slice=lambda s, r: seen.append(s.info.instance))
+    classify_series(axial, lambda rgb: Result(next(calls)), on_slice=lambda s, r: seen.append(s.info.instance))
     assert seen == ["1", "2", "3"]
     summary = axial.summary(("no", "yes"))
     assert summary["classified"] == 3 and summary["called_yes"] == 1 and summary["yes_instances"] == ["2"]
     assert summary["highest_probability"] == 0.95 and summary["highest_probability_instance"] == "2"
     assert summary["call"] == "yes" and "was not measured" in summary["call_rule"]
     assert summary["study_instance_uid"] == STUDY and summary["series_instance_uid"] == SERIES
-    left = classify_series(series[SERIES + ".3"], lambda rgb: 1 / 0, "yes").summary(("no", "yes"))
+    left = classify_series(series[SERIES + ".3"], lambda rgb: 1 / 0).summary(("no", "yes"))
     assert left["classified"] == 0 and left["left_out"] == 1 and left["call"] == "none"
 
 
