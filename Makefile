@@ -8,7 +8,7 @@ DATA ?= ../shared/data
 BIN := $(VENV)/bin
 DEMO_BLURRED := runs/demo/blurred_cell.png
 
-.PHONY: setup test demo models brain-model leukemia-model leukemia-experiments brain-experiments backbone-arrays backbone-runs backbone-tables benchmark peers live-benchmark domain-benchmark bundle bundle-host verify-arm64
+.PHONY: setup test test-fast demo models brain-model leukemia-model leukemia-experiments brain-experiments backbone-arrays backbone-runs backbone-tables benchmark peers live-benchmark domain-benchmark bundle bundle-host verify-arm64
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ $(TFLITE_VENV)/.installed:
 
 test: setup $(TFLITE_VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Between two edits: leaves out the tests marked slow (they train networks, drive the browser, build
+# wheels and bundles, or read the full data).
+test-fast: setup $(TFLITE_VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow"
 
 # The demo's images are training images (the shipped models were trained on all of the data): the
 # figures that say what to expect on new patients and scans are the out-of-fold ones in the model cards.
