@@ -58,5 +58,6 @@ def choose(logits: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> tuple[Cali
                            "folds' out-of-fold logits",
               "compared": compared,
               "uncalibrated": scores(sigmoid(logits), y),
-              "calibrated": scores(cross_validated(chosen, logits, y, fold_of), y)}
+              "calibrated": scores(cross_validated(chosen, logits, y, fold_of), y),
+              "fitted_on_all": scores(calibration.probabilities(logits), y)}
     return calibration, record

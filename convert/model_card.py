@@ -175,7 +175,8 @@ def _calibration_section(verification: dict, metadata: dict) -> str:
 | int8, out of fold | ECE (10 bins) | Brier |
 |---|---|---|
 | sigmoid of the logit (uncalibrated) | {record['uncalibrated']['ece']:.4f} | {record['uncalibrated']['brier']:.4f} |
-| calibrated (each fold by the map fitted on the others) | {record['calibrated']['ece']:.4f} | {record['calibrated']['brier']:.4f} |
+| calibrated, the map fitted on all of them (in sample) | {record['fitted_on_all']['ece']:.4f} | {record['fitted_on_all']['brier']:.4f} |
+| calibrated, each fold by the map fitted on the other folds (honest) | {record['calibrated']['ece']:.4f} | {record['calibrated']['brier']:.4f} |
 
 Reliability of the calibrated probabilities (out of fold):
 
@@ -189,9 +190,15 @@ def _session_sentence(session: dict, labels: list[str]) -> str:
     held = session.get("held_out", {})
     comparison = "; ".join(f"{name.replace('_', ' ')}: {c['right']} right, {c['uncertain']} uncertain, {c['wrong']} wrong"
                            for name, c in held.items())
-    return (f"A session (`--summary`, `edge-live --session`) is called `{labels[1]}` when at least {rule['min_inputs']} "
-            f"inputs were judged and their mean calibrated probability is at least {rule['positive_from']:.3f}, "
-            f"`{labels[0]}` when it is at most {rule['negative_to']:.3f}, `uncertain` otherwise ({session['chosen_on']}). "
+    sides = []
+    for label, level, never, words in ((labels[1], rule["positive_from"], rule["positive_from"] >= 1, "at least"),
+                                       (labels[0], rule["negative_to"], rule["negative_to"] <= 0, "at most")):
+        beyond = "1" if words == "at least" else "0"
+        sides.append(f"never `{label}` (its level lies beyond {beyond}: the other class's groups spread too widely)"
+                     if never else f"`{label}` when that mean is {words} {level:.3f}")
+    return (f"A session (`--summary`, `edge-live --session`) needs at least {rule['min_inputs']} judged input(s) and is "
+            f"called by the mean calibrated probability of its judged inputs: {sides[0]}; {sides[1]}; `uncertain` "
+            f"otherwise ({session['chosen_on']}). "
             f"On the out-of-fold groups: {session['right']} right, {session['uncertain']} uncertain, {session['wrong']} "
             f"wrong. The whole choice judged on groups it was not made on (made on four folds, applied to the fifth): "
             f"{comparison}.")
