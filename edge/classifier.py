@@ -1,6 +1,14 @@
 """The device pipeline: decode -> quality gates -> preprocess -> quantize -> invoke -> dequantize ->
 result, each stage timed. edge-classify, both edge-live modes, benchmark and check_models all run it.
 
+A frame costs little more than its model: the quality gates and the preprocessing share one pass
+over the frame (edge.preprocess.brightness_profile), work on the non-black part of a bounded copy
+and of the crop window only, and hand over uint8 pixels, which a lookup table turns into the
+model's input tensor (the same values as quantize(pixels / 255), computed once for the 256 levels).
+A batch (field mode: one frame's cells) is one invoke. The thread count, when none is given, is the
+fastest measured for the model on this machine at start (interleaved invokes of 1, 2, 4 and all
+cores; the fewest threads within THREAD_MARGIN of the fastest; measured once per process and model).
+
     with Classifier("leukemia") as classifier:
         result = classifier.classify("cell.bmp")
         print(result.label, result.probability, result.reason, result.latency_ms)
@@ -8,22 +16,86 @@ result, each stage timed. edge-classify, both edge-live modes, benchmark and che
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.images import load_image
-from edge.interpreter import dequantize, feature_details, input_details, make_interpreter, output_details, quantize
+from edge.interpreter import (_runtime_notices_silenced, dequantize, feature_details, input_details, interpreter_class,
+                              make_interpreter, output_details, quantize)
 from edge.metadata import ModelError, ModelSpec, load_spec
+from edge.model_file import check_model_file
 from edge.model_store import resolve_model
-from edge.preprocess import preprocess
+from edge.preprocess import brightness_profile, preprocess_uint8
 from edge.quality import quality_issues
 
 # The answers that are not a class: near the threshold, unlike the training data, refused by a quality gate.
 UNCERTAIN, OUT_OF_DOMAIN, REJECTED = "uncertain", "out_of_domain", "rejected"
 NON_ANSWERS = (UNCERTAIN, OUT_OF_DOMAIN, REJECTED)
 STAGES = ("decode", "quality", "preprocess", "quantize", "invoke", "dequantize", "domain")
+THREAD_MARGIN = 0.10  # more threads are chosen only when they are faster than fewer by more than this
+THREAD_TRIAL_INVOKES = 15  # timed invokes per thread count at start (after 2 untimed ones)
+THREAD_TRIAL_BUDGET_S = 0.3  # ... or fewer, when the measurement has taken this long
+_THREAD_TIMINGS: dict[tuple, dict[int, float]] = {}  # (model file, runtime, counts) -> median invoke ms
+
+
+def thread_candidates(limit: int | None = None) -> list[int]:
+    """The thread counts measured for a model: 1, 2, 4 and all cores, up to the cores (and limit)."""
+    cores = os.cpu_count() or 1
+    top = min(cores, limit) if limit else cores
+    return sorted({count for count in (1, 2, 4, cores) if count <= top})
+
+
+def _new_interpreter(cls, model_path, threads: int):
+    with _runtime_notices_silenced():
+        interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def measure_threads(model_path: str | os.PathLike, runtime: str | None = None,
+                    counts: list[int] | None = None) -> tuple[dict[int, float], dict]:
+    """-> ({threads: median invoke ms}, {threads: an interpreter with that many threads}): each count
+    timed on a zero input, the counts interleaved so that load on the machine hits them alike. The
+    timings are kept for the process (the interpreters are not)."""
+    counts = counts or thread_candidates()
+    _, cls = interpreter_class(runtime)
+    check_model_file(model_path)  # the file's structure is checked before the runtime reads it
+    try:
+        interpreters = {count: _new_interpreter(cls, model_path, count) for count in counts}
+    except (ValueError, RuntimeError) as error:  # as make_interpreter: one line
+        raise ValueError(" ".join(str(error).split())) from None
+    for interpreter in interpreters.values():
+        details = input_details(interpreter)
+        interpreter.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))
+        interpreter.invoke()  # the first invokes prepare the delegate
+        interpreter.invoke()
+    samples = {count: [] for count in counts}
+    started = time.perf_counter()
+    for run in range(THREAD_TRIAL_INVOKES):
+        for count in counts if run % 2 == 0 else counts[::-1]:
+            before = time.perf_counter()
+            interpreters[count].invoke()
+            samples[count].append((time.perf_counter() - before) * 1000)
+        if run >= 2 and time.perf_counter() - started > THREAD_TRIAL_BUDGET_S:
+            break
+    timings = {count: statistics.median(values) for count, values in samples.items()}
+    stat = os.stat(model_path)
+    _THREAD_TIMINGS[(os.path.realpath(model_path), stat.st_mtime_ns, stat.st_size, runtime, tuple(counts))] = timings
+    return timings, interpreters
+
+
+def fastest(timings: dict[int, float]) -> int:
+    """The fewest threads whose median is within THREAD_MARGIN of the fastest."""
+    best = min(timings.values())
+    return min(count for count, ms in timings.items() if ms <= best * (1 + THREAD_MARGIN))
+
+
+def _cached_timings(model_path, runtime: str | None, counts: list[int]) -> dict[int, float] | None:
+    stat = os.stat(model_path)
+    return _THREAD_TIMINGS.get((os.path.realpath(model_path), stat.st_mtime_ns, stat.st_size, runtime, tuple(counts)))
 
 
 @dataclass
@@ -75,12 +147,19 @@ class _Stopwatch:
 class Classifier:
     def __init__(self, model: str | os.PathLike | None = None, runtime: str | None = None,
                  threads: int | None = None, check_quality: bool = True, label_all: bool = False):
+        """threads: interpreter threads; None: the fastest measured for this model (thread_timings)."""
         self.model_path = resolve_model(model)
         self.spec = load_spec(self.model_path)
+        self.thread_timings: dict[int, float] | None = None  # median invoke ms per thread count, when measured
         try:
-            self.interpreter, self.runtime = make_interpreter(self.model_path, runtime, threads)
+            if threads is None:
+                self.interpreter, self.runtime, threads = self._fastest_interpreter(runtime)
+            else:
+                self.interpreter, self.runtime = make_interpreter(self.model_path, runtime, threads)
         except ValueError as error:
             raise ModelError(f"{self.model_path}: not a loadable TFLite model ({error})") from None
+        self.threads = threads
+        self._runtime_choice = runtime
         self.spec.check_against(self.interpreter)
         self._input = input_details(self.interpreter)
         self._output = output_details(self.interpreter)
@@ -91,6 +170,45 @@ class Classifier:
         self.calibration = self.spec.calibration
         self.check_quality = check_quality
         self.label_all = label_all  # every input gets a class: no uncertain, out-of-domain or rejected answer
+        # pixel level 0..255 -> the input tensor's value, exactly quantize(level / 255) (identity scale for float)
+        levels = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
+        self._input_table = quantize(levels, self._input)
+        # the shipped int8 models' input (scale 1/255, zero point -128) is the level - 128: one XOR of the bytes
+        self._input_is_shifted = bool(self._input_table.dtype == np.int8 and np.array_equal(
+            self._input_table, (np.arange(256) - 128).astype(np.int8)))
+
+    def _input_tensor(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels -> the input tensor, exactly self._input_table[pixels]."""
+        if self._input_is_shifted:
+            return pixels.view(np.int8) ^ np.int8(-128)
+        return np.take(self._input_table, pixels)
+
+    def _fastest_interpreter(self, runtime: str | None):
+        """-> (interpreter, runtime name, threads): the fastest thread count measured (or remembered)."""
+        counts = thread_candidates()
+        if len(counts) == 1:
+            interpreter, name = make_interpreter(self.model_path, runtime, 1)
+            return interpreter, name, 1
+        timings = _cached_timings(self.model_path, runtime, counts)
+        if timings is None:
+            timings, interpreters = measure_threads(self.model_path, runtime, counts)
+            chosen = fastest(timings)
+            name, _ = interpreter_class(runtime)
+            interpreter = interpreters[chosen]
+        else:
+            chosen = fastest(timings)
+            interpreter, name = make_interpreter(self.model_path, runtime, chosen)
+        self.thread_timings = timings
+        return interpreter, name, chosen
+
+    def check_threads(self) -> dict[int, float]:
+        """Median invoke ms per thread count up to max(self.threads, all cores), measured now unless
+        known; the caller can say when self.threads is slower than fastest(timings)."""
+        if self.thread_timings is None or self.threads not in self.thread_timings:
+            counts = sorted(set(thread_candidates()) | {self.threads})
+            self.thread_timings = (_cached_timings(self.model_path, self._runtime_choice, counts)
+                                   or measure_threads(self.model_path, self._runtime_choice, counts)[0])
+        return self.thread_timings
 
     def __enter__(self):
         return self
@@ -116,11 +234,11 @@ class Classifier:
         self._output = output_details(self.interpreter)
         self._features = feature_details(self.interpreter)
 
-    def _scores(self, model_inputs: np.ndarray, watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None]:
-        """Preprocessed float32 (n, h, w, c) images -> (raw score outputs (logits, or probabilities for an
+    def _scores(self, pixels: np.ndarray, watch: _Stopwatch) -> tuple[np.ndarray, np.ndarray | None]:
+        """Preprocessed uint8 (n, h, w, c) pixels -> (raw score outputs (logits, or probabilities for an
         older model), domain distances or None), one invoke, stages timed."""
-        self._set_batch_size(len(model_inputs))
-        self.interpreter.set_tensor(self._input["index"], quantize(model_inputs, self._input))
+        self._set_batch_size(len(pixels))
+        self.interpreter.set_tensor(self._input["index"], self._input_tensor(pixels))
         watch.lap("quantize")
         self.interpreter.invoke()
         watch.lap("invoke")
@@ -145,19 +263,23 @@ class Classifier:
                               flagged, model_label, reason)
 
     def _prepare(self, image, watch: _Stopwatch) -> tuple[np.ndarray, list[str]]:
+        """-> (the preprocessed uint8 pixels, quality issues)."""
         rgb = image if isinstance(image, np.ndarray) else load_image(image)
         watch.lap("decode")
-        issues = quality_issues(rgb, self.preprocessing["name"]) if self.check_quality else []
+        profile, issues = None, []
+        if self.check_quality and isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.dtype == np.uint8:
+            profile = brightness_profile(rgb)  # one pass over the frame, for the gates and the crop
+            issues = quality_issues(rgb, self.preprocessing["name"], profile)
         watch.lap("quality")
-        model_input = preprocess(rgb, self.preprocessing)
+        pixels = preprocess_uint8(rgb, self.preprocessing, profile)
         watch.lap("preprocess")
-        return model_input, issues
+        return pixels, issues
 
     def classify(self, image: str | os.PathLike | np.ndarray) -> Classification:
         """A file path or an HxWx3 uint8 RGB array -> Classification (raises edge.images.ImageError)."""
         watch = _Stopwatch()
-        model_input, issues = self._prepare(image, watch)
-        raw, distances = self._scores(model_input[None], watch)
+        pixels, issues = self._prepare(image, watch)
+        raw, distances = self._scores(pixels[None], watch)
         return self._result(float(raw[0]), None if distances is None else distances[0], issues, watch.ms)
 
     def classify_batch(self, images: list) -> list[Classification]:
@@ -167,7 +289,7 @@ class Classifier:
             return []
         watch = _Stopwatch()
         prepared = [self._prepare(image, watch) for image in images]
-        raw, distances = self._scores(np.stack([model_input for model_input, _ in prepared]), watch)
+        raw, distances = self._scores(np.stack([pixels for pixels, _ in prepared]), watch)
         if distances is None:
             distances = [None] * len(raw)
         share = {stage: ms / len(images) for stage, ms in watch.ms.items()}
