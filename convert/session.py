@@ -81,8 +81,9 @@ def best_rule(table: dict, fold_of_group: dict) -> tuple[SessionRule, dict]:
             if usable and final is not None:
                 counts = count_calls(calls, LABELS01)
                 ranked.append(((-counts["wrong"], counts["right"], k, minimum), final, {"k": k, **counts}))
-    if not ranked:  # too few groups of a class: a rule that never calls
-        return NEVER_CALLS, {"k": None, "right": 0, "uncertain": len(table), "wrong": 0}
+    # No wrong call is the hard constraint: when every rule calls some held-out group wrong (or there are
+    # too few groups of a class), the rule that never calls wins.
+    ranked.append(((0, 0, -1.0, 0), NEVER_CALLS, {"k": None, "right": 0, "uncertain": len(table), "wrong": 0}))
     _, rule, record = max(ranked, key=lambda r: r[0])
     return rule, record
 

@@ -30,7 +30,8 @@ def wilson_interval(positives: int, total: int, z: float = Z95) -> tuple[float, 
 @dataclass(frozen=True)
 class SessionRule:
     """Call a session positive when at least `min_inputs` inputs were judged and their mean calibrated
-    probability is at least `positive_from`; negative when it is at most `negative_to`."""
+    probability is at least `positive_from`; negative when it is at most `negative_to`. A level of
+    exactly 1 (positive) or 0 (negative) means that side is never called."""
     min_inputs: int
     negative_to: float
     positive_from: float
@@ -39,12 +40,17 @@ class SessionRule:
         """-> (call, why)."""
         if judged < self.min_inputs or mean_probability is None:
             return "uncertain", f"{judged} inputs judged, the rule needs at least {self.min_inputs}"
-        if mean_probability >= self.positive_from:
+        if self.positive_from < 1 and mean_probability >= self.positive_from:
             return labels[1], f"mean probability {mean_probability:.2f} >= {self.positive_from:.2f}"
-        if mean_probability <= self.negative_to:
+        if self.negative_to > 0 and mean_probability <= self.negative_to:
             return labels[0], f"mean probability {mean_probability:.2f} <= {self.negative_to:.2f}"
-        return "uncertain", (f"mean probability {mean_probability:.2f} lies between {self.negative_to:.2f} and "
-                             f"{self.positive_from:.2f}, where patients of both kinds were seen")
+        if self.positive_from >= 1 and self.negative_to <= 0:
+            return "uncertain", ("this model makes no session call: out of fold, every rule called some patient "
+                                 "(group) wrong")
+        return "uncertain", (f"mean probability {mean_probability:.2f} is not "
+                             + " nor ".join(([f"<= {self.negative_to:.2f}"] if self.negative_to > 0 else [])
+                                            + ([f">= {self.positive_from:.2f}"] if self.positive_from < 1 else []))
+                             + ", where patients of both kinds were seen out of fold")
 
     def as_metadata(self) -> dict:
         return {"min_inputs": self.min_inputs, "negative_to": self.negative_to, "positive_from": self.positive_from}

@@ -113,7 +113,11 @@ def test_session_calls_say_why_they_are_uncertain():
     between = SessionSummary(("hem", "all"), RULE)
     for p in [0.9, 0.2] * 10:
         between.add("all" if p > 0.5 else "hem", p)
-    assert between.as_dict()["call"] == "uncertain" and "between" in between.as_dict()["call_reason"]
+    assert between.as_dict()["call"] == "uncertain" and "not <= 0.35 nor >= 0.65" in between.as_dict()["call_reason"]
+    never = SessionSummary(("hem", "all"), SessionRule(1, 0.0, 1.0))  # a rule that never calls
+    for _ in range(50):
+        never.add("all", 1.0)
+    assert never.as_dict()["call"] == "uncertain" and "no session call" in never.as_dict()["call_reason"]
     normal = SessionSummary(("hem", "all"), RULE)
     for _ in range(12):
         normal.add("hem", 0.1)
