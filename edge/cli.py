@@ -26,7 +26,7 @@ from edge.args import thread_count
 from edge.images import ImageError, is_image_file
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
-from edge.summary import SessionSummary
+from edge.summary import SessionSummary, summary_line
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -130,19 +130,6 @@ class Printer:
             else:
                 print(f"SUMMARY  {line}")
         sys.stdout.flush()
-
-
-def summary_line(summary: dict, spec) -> str:
-    """A session summary in plain words."""
-    names = [spec.display_name(label) for label in spec.labels]
-    counts = ", ".join(f"{n} {spec.display_name(label)}" for label, n in summary["counts"].items())
-    share, mean = summary["positive_fraction"], summary["mean_probability"]
-    low, high = summary["positive_fraction_ci95"]
-    share_text = "n/a" if share is None else f"{share:.0%} (95% CI {low:.0%}-{high:.0%}, cells taken as independent)"
-    return (f"{summary['images']} inputs: {counts}, {summary['uncertain']} uncertain, {summary['out_of_domain']} out of "
-            f"domain, {summary['rejected']} rejected, {summary['errors']} failed; {names[1]} share of the classified "
-            f"{share_text}; mean P({names[1]}) {'n/a' if mean is None else f'{mean:.2f}'}. "
-            f"Session call: {spec.display_name(summary['call'])} ({summary['call_reason']})")
 
 
 def main(argv=None) -> int:

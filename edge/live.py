@@ -34,7 +34,7 @@ from edge.classifier import STAGES, Classifier
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
 from edge.sources import FolderSource, LatestFrame, SourceError, open_source
-from edge.summary import SessionSummary
+from edge.summary import SessionSummary, summary_line
 
 STATUS_INTERVAL_S = 2.0
 SCALE_HISTORY = 50  # field mode: the red-cell scale is the median estimate of the latest frames
@@ -433,7 +433,7 @@ class LiveRun:
         return summary
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict, spec) -> None:
     stages = ", ".join(f"{stage} {value:.1f}" for stage, value in summary["median_ms"].items())
     print(f"edge-live: {summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps); "
           f"captured {summary['captured']}, dropped {summary['dropped']}, camera reopened {summary['reopened']} times",
@@ -445,10 +445,7 @@ def print_summary(summary: dict) -> None:
         ratio = "n/a" if totals["blast_ratio"] is None else f"{totals['blast_ratio']:.1%}"
         print(f"edge-live: cells {totals['cells']}, blasts {totals['blasts']}, blast ratio {ratio}, "
               f"out of domain {totals['out_of_domain']}", file=sys.stderr)
-    session = summary["summary"]
-    low, high = session["positive_fraction_ci95"]
-    print(f"edge-live: session {summary['session'] or '(none)'}: {session['classified']} classified, {session['out_of_domain']} out "
-          f"of domain, positive fraction 95% CI {low:.1%}-{high:.1%}: call {session['call']}", file=sys.stderr)
+    print(f"edge-live: session {summary['session'] or '(none)'}: {summary_line(summary['summary'], spec)}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -544,7 +541,7 @@ def main(argv=None) -> int:
         if not log.write({"time": now_iso(), "event": "stop", **summary}):
             say(f"the stop record could not be written to {args.log}")
         log.close()
-    print_summary(summary)
+    print_summary(summary, classifier.spec)
     return 0
 
 

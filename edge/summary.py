@@ -126,3 +126,16 @@ class SessionSummary:
                 "mean_probability": None if mean is None else round(mean, 4),
                 "rule": None if self.rule is None else self.rule.as_metadata(),
                 "call": call, "call_reason": why}
+
+
+def summary_line(summary: dict, spec) -> str:
+    """A session summary (SessionSummary.as_dict) in plain words, with the model spec's display names."""
+    names = [spec.display_name(label) for label in spec.labels]
+    counts = ", ".join(f"{n} {spec.display_name(label)}" for label, n in summary["counts"].items())
+    share, mean = summary["positive_fraction"], summary["mean_probability"]
+    low, high = summary["positive_fraction_ci95"]
+    share_text = "n/a" if share is None else f"{share:.0%} (95% CI {low:.0%}-{high:.0%}, cells taken as independent)"
+    return (f"{summary['images']} inputs: {counts}, {summary['uncertain']} uncertain, {summary['out_of_domain']} out of "
+            f"domain, {summary['rejected']} rejected, {summary['errors']} failed; {names[1]} share of the classified "
+            f"{share_text}; mean P({names[1]}) {'n/a' if mean is None else f'{mean:.2f}'}. "
+            f"Session call: {spec.display_name(summary['call'])} ({summary['call_reason']})")
