@@ -35,10 +35,10 @@ Known failures, measured on 24 fields counted by eye (benchmarks/FIELD_COUNT.md)
 can merge; large pale vacuolated cells can split in two; platelet clumps and slivers of cells cut
 by the frame border can be boxed (`touches_edge` marks the latter).
 
-Detection runs on a copy whose short side is WORK_SIDE (224, the size of the Taleqani fields), so
-the size limits keep their meaning and the time stays small (measured median 6 ms at 224x224,
-11 ms at 640x480 on a shared 2-core machine); boxes and masks are returned in full-frame
-coordinates. The sizes assume a field of view like the Taleqani fields (a white cell ~ 15 to 35 px
+Detection and the red-cell scale run on one copy whose short side is WORK_SIDE (224, the size of
+the Taleqani fields; working_copy), so the size limits keep their meaning and the time stays
+bounded whatever the camera's size (benchmarks/pipeline_speed.py: the fields at 224x224 and at
+1280x960); boxes and masks are returned in full-frame coordinates. The sizes assume a field of view like the Taleqani fields (a white cell ~ 15 to 35 px
 across at 224 px); another magnification needs `scale`.
 Only numpy and OpenCV (the `camera` extra) are used.
 """
@@ -86,13 +86,21 @@ def stain_score(rgb: np.ndarray) -> np.ndarray:
     return cv2.subtract(purple, g)  # saturates at 0
 
 
-def _working_copy(rgb: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
-    """The frame resized so its short side is WORK_SIDE * scale (never enlarged); -> (copy, factor)."""
+def working_copy(rgb: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float]:
+    """The frame resized so its short side is WORK_SIDE * scale (never enlarged); -> (copy, factor).
+    A frame over twice that is first reduced by a whole factor (OpenCV's fast INTER_AREA path for
+    an integer factor; 1280x960 -> 299x224 in half the time of one INTER_AREA step), then to the size."""
     factor = min(1.0, WORK_SIDE * scale / min(rgb.shape[:2]))
     if factor == 1.0:
         return rgb, 1.0
     size = (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor)))
+    whole = int(1 / factor)
+    if whole >= 2 and rgb.shape[0] % whole == 0 and rgb.shape[1] % whole == 0:
+        rgb = cv2.resize(rgb, (rgb.shape[1] // whole, rgb.shape[0] // whole), interpolation=cv2.INTER_AREA)
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), factor
+
+
+_working_copy = working_copy
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -206,14 +214,15 @@ def _grow(labels: np.ndarray, rgb: np.ndarray, pixels: int) -> np.ndarray:
     return np.where(open_ground & alone & (highest > 0), highest, labels)
 
 
-def find_white_cells(frame_rgb: np.ndarray, scale: float = 1.0) -> list[Cell]:
+def find_white_cells(frame_rgb: np.ndarray, scale: float = 1.0, work=None) -> list[Cell]:
     """White cells of an HxWx3 uint8 RGB microscope field, top to bottom; boxes in frame pixels.
 
     `scale`: white-cell size relative to the Taleqani fields at WORK_SIDE (2.0 = cells twice as
-    wide for the same frame size, e.g. a higher-power objective)."""
+    wide for the same frame size, e.g. a higher-power objective). `work`: working_copy(frame_rgb,
+    scale) when the caller has it (estimate_um_per_pixel uses the same one)."""
     if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB array, got {frame_rgb.dtype} {frame_rgb.shape}")
-    work, factor = _working_copy(frame_rgb, scale)
+    work, factor = work if work is not None else working_copy(frame_rgb, scale)
     score = cv2.GaussianBlur(stain_score(work), (3, 3), 0)
     labels = _keep_cells(split_cells(stain_mask(score), scale), score, scale)
     labels = _grow(labels, work, round(CYTOPLASM_GROWTH * scale))
@@ -249,8 +258,9 @@ def cell_crops(frame_rgb: np.ndarray, cells: list[Cell], margin: int = CROP_MARG
     for cell in cells:
         x, y, w, h = cell.box
         crop = np.zeros((h + 2 * margin, w + 2 * margin, 3), dtype=np.uint8)
-        pixels = np.maximum(frame_rgb[y:y + h, x:x + w], BLACK_THRESHOLD + 1)
-        crop[margin:margin + h, margin:margin + w] = np.where(cell.mask[:, :, None], pixels, 0)
+        # the cell's box only (a frame of any size costs its cells only), its pixels copied where the mask is
+        np.copyto(crop[margin:margin + h, margin:margin + w], np.maximum(frame_rgb[y:y + h, x:x + w], BLACK_THRESHOLD + 1),
+                  where=cell.mask[:, :, None])
         crops.append(crop)
     return crops
 
@@ -267,16 +277,23 @@ CNMC_UM_PER_PIXEL = NORMAL_LYMPHOCYTE_UM / CNMC_NORMAL_CELL_PX
 MIN_RED_CELLS = 5  # fewer red-cell regions than this: no estimate
 
 
-def estimate_um_per_pixel(frame_rgb: np.ndarray, cells: list[Cell]) -> float | None:
+def estimate_um_per_pixel(frame_rgb: np.ndarray, cells: list[Cell], work=None) -> float | None:
     """The field's micrometres per pixel from its red cells (RED_CELL_UM each), or None when too few
     are seen. Red cells are the non-background pixels outside the white cells; touching red cells
     form clumps, so each region's diameter is that of its largest inscribed circle (twice the peak of
-    the distance transform), which is one red cell's in a clump too; the median over regions."""
-    grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
+    the distance transform), which is one red cell's in a clump too; the median over regions.
+    Measured on the detector's working copy (a frame larger than the Taleqani fields is reduced to
+    their scale first, so the cost stays bounded whatever the camera's size; the fields themselves are
+    measured as they are). `work`: working_copy(frame_rgb) when the caller has it."""
+    work, factor = work if work is not None else working_copy(frame_rgb, 1.0)
+    grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
     background = np.percentile(grey, 90)
     mask = (grey < background - BACKGROUND_MARGIN).astype(np.uint8)
     for cell in cells:  # white cells, with a little margin, are not red cells
         x, y, w, h = cell.box
+        if factor != 1.0:  # the box in working pixels
+            x, y, w, h = (int(x * factor), int(y * factor), int(np.ceil((x + w) * factor)) - int(x * factor),
+                          int(np.ceil((y + h) * factor)) - int(y * factor))
         mask[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2] = 0
     mask = _fill_holes(cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))))
     count, labels = cv2.connectedComponents(mask)
@@ -289,6 +306,8 @@ def estimate_um_per_pixel(frame_rgb: np.ndarray, cells: list[Cell]) -> float | N
     diameters = diameters[diameters >= 4]  # specks and slivers
     if diameters.size < MIN_RED_CELLS:
         return None
+    if factor != 1.0:  # a diameter of d working pixels is d / factor frame pixels
+        return RED_CELL_UM * factor / float(np.median(diameters))
     return RED_CELL_UM / float(np.median(diameters))
 
 

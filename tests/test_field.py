@@ -207,3 +207,38 @@ def test_scale_from_the_red_cells_and_crops_brought_to_the_training_magnificatio
         assert big[0, 0].max() == 0  # the black surround stays black
     blank = np.full((224, 224, 3), BACKGROUND, dtype=np.uint8)
     assert estimate_um_per_pixel(blank, []) is None  # no red cells, no estimate
+
+
+def test_a_frames_cells_in_one_batch_equal_one_by_one():
+    """Field mode classifies one frame's cells (at the training magnification) in one invoke; each
+    result is the one the cell gets alone."""
+    from edge.classifier import Classifier
+    from edge.field import estimate_um_per_pixel, rescale_crops
+    field = generated_field(1)
+    cells = find_white_cells(field)
+    crops = rescale_crops(cell_crops(field, cells), estimate_um_per_pixel(field, cells))
+    with Classifier("leukemia_int8") as classifier:
+        batch = classifier.classify_batch(crops)
+        alone = [classifier.classify(crop) for crop in crops]
+    assert len(batch) == len(crops) == len(WHITE)
+    for together, single in zip(batch, alone):
+        assert (together.label, together.probability, together.domain_score, together.issues, together.reason) == \
+               (single.label, single.probability, single.domain_score, single.issues, single.reason)
+
+
+def test_a_camera_sized_frame_is_searched_on_a_bounded_copy():
+    """A 1280x960 frame (a Pi HQ camera's binned mode) is searched, and its red cells measured, on one
+    copy whose short side is the fields' 224 px; a 224 px field is its own working copy."""
+    from edge.field import WORK_SIDE, estimate_um_per_pixel, working_copy
+    field = generated_field(2)
+    assert working_copy(field)[0] is field
+    large = cv2.resize(field, (1280, 960), interpolation=cv2.INTER_CUBIC)
+    work, factor = working_copy(large)
+    assert min(work.shape[:2]) == WORK_SIDE and factor == pytest.approx(WORK_SIDE / 960)
+    cells = find_white_cells(large, work=(work, factor))
+    assert [c.box for c in cells] == [c.box for c in find_white_cells(large)]
+    assert len(cells) == len(WHITE)
+    scale = estimate_um_per_pixel(large, cells, (work, factor))
+    assert scale == estimate_um_per_pixel(large, cells)
+    # the same red cells measured on the 224 px field: the frame's pixels are 960 / 224 times smaller
+    assert scale == pytest.approx(estimate_um_per_pixel(field, find_white_cells(field)) * WORK_SIDE / 960, rel=0.2)
