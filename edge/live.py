@@ -3,6 +3,8 @@
     edge-live --source picamera2                       # Pi camera, one segmented cell in view
     edge-live --source 0 --mode field --log run.jsonl  # USB microscope camera, count blasts per field
     edge-live --source video.mp4 --headless --max-frames 300
+    edge-live --source picamera2 --mode field --camera-size 1280x960 --camera-fps 10   # Pi HQ camera, binned
+    edge-live --list-cameras
 
 SOURCE is picamera2[:N], a camera index (0 = /dev/video0), a video file or stream URL, or a folder
 of images (replayed at --fps). Capture runs in its own thread and only the newest frame is
@@ -33,7 +35,8 @@ from edge.args import frame_rate, host_port, positive_int, positive_number, thre
 from edge.classifier import STAGES, Classifier
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
-from edge.sources import FolderSource, LatestFrame, SourceError, open_source
+from edge.sources import (CameraSettings, FolderSource, LatestFrame, SourceError, list_cameras, open_source,
+                          parse_fourcc, parse_size)
 from edge.summary import SessionSummary, summary_line
 
 STATUS_INTERVAL_S = 2.0
@@ -46,7 +49,17 @@ FOCUS_HISTORY = 150  # the focus bar is full at the best figure of the latest fr
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="edge-live", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="picamera2[:N], a camera index, a video file/URL, or a folder")
+    parser.add_argument("--source", help="picamera2[:N], a camera index, a video file/URL, or a folder")
+    parser.add_argument("--list-cameras", action="store_true", help="list the attached cameras and exit")
+    parser.add_argument("--camera-size", type=_argument(parse_size), metavar="WxH",
+                        help="camera frame size (picamera2: the size of the stream read; default 640x480 main, "
+                             "320x240 lores; OpenCV camera: asked of the driver)")
+    parser.add_argument("--camera-fps", type=positive_number, help="frames a second asked of the camera "
+                                                                   "(picamera2: FrameDurationLimits; OpenCV: CAP_PROP_FPS)")
+    parser.add_argument("--camera-stream", choices=("main", "lores"),
+                        help="picamera2 stream read (default: main in field mode, lores in cell mode)")
+    parser.add_argument("--camera-fourcc", type=_argument(parse_fourcc), metavar="CODE",
+                        help="OpenCV camera pixel format, e.g. MJPG (more frames a second over USB 2) or YUYV")
     parser.add_argument("--model", help="a .tflite path or a shipped name (default: the device's configured model)")
     parser.add_argument("--mode", choices=("cell", "field"), default="cell",
                         help="cell: the frame is one cell or scan; field: find and classify every white cell")
@@ -78,9 +91,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--token-file", help="the token that --serve asks every request for (default beyond "
                                              "127.0.0.1: one generated and printed once at start)")
     args = parser.parse_args(argv)
+    if not args.source and not args.list_cameras:
+        parser.error("the following arguments are required: --source")
     if args.snapshot_positives and not args.snapshots:
         parser.error("--snapshot-positives needs --snapshots DIR")
     return args
+
+
+def _argument(parse):
+    """An argparse type from a parser raising ValueError with a one-line message."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return convert
+
+
+def camera_settings(args: argparse.Namespace) -> CameraSettings:
+    return CameraSettings(size=args.camera_size, fps=args.camera_fps, stream=args.camera_stream,
+                          fourcc=args.camera_fourcc)
+
+
+def thread_report(classifier, requested: int | None) -> str | None:
+    """A line when --threads asks for more threads than the fastest measured for the model (allowed:
+    said, not refused), else None."""
+    from edge.classifier import fastest
+    if not requested or requested <= 1:
+        return None
+    timings = classifier.check_threads()
+    best = fastest(timings)
+    if requested <= best:
+        return None
+    measured = ", ".join(f"{count}: {ms:.2f} ms" for count, ms in sorted(timings.items()))
+    return (f"--threads {requested} is above the fastest measured for {classifier.model_path.name} on this machine "
+            f"({best}; median invoke {measured}); using {requested} as asked")
 
 
 class ResultsLog:
@@ -220,15 +265,16 @@ class LiveRun:
         return record, draw, timings, positive
 
     def classify_field_frame(self, rgb: np.ndarray):
-        from edge.field import cell_crops, find_white_cells, rescale_crops
+        from edge.field import cell_crops, find_white_cells, rescale_crops, working_copy
         started = time.perf_counter()
-        found = find_white_cells(rgb)
+        work = working_copy(rgb)  # one reduced copy for the cell finder and the red-cell scale
+        found = find_white_cells(rgb, work=work)
         # A cell cut by the frame border is not a whole cell as in training: drawn, not classified
         # (unless --include-edge-cells), the way a manual count takes only whole cells of a field.
         include_cut = self.args.include_edge_cells
         cells = [c for c in found if include_cut or not c.touches_edge]
         cut = [c for c in found if c.touches_edge and not include_cut]
-        um_per_pixel, scale_source = self.field_scale(rgb, found)
+        um_per_pixel, scale_source = self.field_scale(rgb, found, work)
         crops = cell_crops(rgb, cells)
         if um_per_pixel is not None:
             crops = rescale_crops(crops, um_per_pixel)
@@ -263,13 +309,13 @@ class LiveRun:
         timings = {"detect": (detected - started) * 1000, **share}
         return record, draw, timings, blasts > 0
 
-    def field_scale(self, rgb: np.ndarray, cells) -> tuple[float | None, str]:
+    def field_scale(self, rgb: np.ndarray, cells, work=None) -> tuple[float | None, str]:
         """-> (micrometres per pixel, where it came from): the --um-per-pixel setting, else the median
         of the red-cell estimates of the latest frames, else None (crops left at the camera's scale)."""
         from edge.field import estimate_um_per_pixel
         if self.args.um_per_pixel:
             return self.args.um_per_pixel, "setting"
-        estimate = estimate_um_per_pixel(rgb, cells)
+        estimate = estimate_um_per_pixel(rgb, cells, work)
         if estimate is not None:
             self.scale_estimates.append(estimate)
         if not self.scale_estimates:
@@ -338,14 +384,16 @@ class LiveRun:
         self.frames += 1
         self.frame_times.append(classified)
         drawing_started = time.perf_counter()
-        import cv2
-        from edge.overlay import draw_focus, draw_status, focus_measure
+        from edge.overlay import focus_measure
         focus = focus_measure(rgb, [cell["box"] for cell in record.get("cells", ())])
         self.focus_history.append(focus)
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        draw(bgr)
-        draw_status(bgr, self.status_lines((classified - frame.captured) * 1000))
-        draw_focus(bgr, focus, max(self.focus_history))
+        label = "positive" if positive else "negative"
+        snapshot_due = bool(self.args.snapshots) and (self.snapshot_requested.is_set() or (
+            positive and self.args.snapshot_positives
+            and classified - self.last_positive_snapshot >= POSITIVE_SNAPSHOT_INTERVAL_S))
+        # the overlay is drawn on a BGR copy only when someone sees it: a window, the web page, a snapshot
+        bgr = self.overlay(rgb, draw, focus, classified - frame.captured) if (
+            self.window or self.web or snapshot_due) else None
         timings["overlay"] = (time.perf_counter() - drawing_started) * 1000
         timings = {"capture_wait": wait_ms, **timings, "end_to_end": (time.monotonic() - frame.captured) * 1000}
         for stage, value in timings.items():
@@ -357,10 +405,7 @@ class LiveRun:
                             "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
         if self.web:
             self.web.publish(bgr, record, frame.number, self.classifier.spec, rgb)
-        label = "positive" if positive else "negative"
-        if self.args.snapshots and (self.snapshot_requested.is_set() or (
-                positive and self.args.snapshot_positives
-                and classified - self.last_positive_snapshot >= POSITIVE_SNAPSHOT_INTERVAL_S)):
+        if snapshot_due:
             if positive and not self.snapshot_requested.is_set():
                 self.last_positive_snapshot = classified
             self.snapshot_requested.clear()
@@ -373,6 +418,16 @@ class LiveRun:
                 self.stop_requested.set()
             elif key == ord("s") and self.args.snapshots:
                 self.save_snapshot(bgr, frame.number, label)
+
+    def overlay(self, rgb: np.ndarray, draw, focus: float, latency_s: float) -> np.ndarray:
+        """The frame in BGR with the results, the status lines and the focus bar drawn on it."""
+        import cv2
+        from edge.overlay import draw_focus, draw_status
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        draw(bgr)
+        draw_status(bgr, self.status_lines(latency_s * 1000))
+        draw_focus(bgr, focus, max(self.focus_history))
+        return bgr
 
     def frame_failed(self, number: int, error: Exception) -> None:
         self.failed_frames += 1
@@ -450,6 +505,10 @@ def print_summary(summary: dict, spec) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.list_cameras:
+        for line in list_cameras():
+            print(line)
+        return 0
     for option, path, problem in (("--log", args.log, args.log and unwritable_file(args.log)),
                                   ("--snapshots", args.snapshots, args.snapshots and unwritable_folder(args.snapshots))):
         if problem:
@@ -482,12 +541,19 @@ def main(argv=None) -> int:
         print(f"edge-live: field mode needs a cell model; {classifier.model_path.name} is "
               f"{classifier.preprocessing['name']}", file=sys.stderr)
         return 2
+    note = thread_report(classifier, args.threads)
+    if note:
+        say(note)
     try:
-        source = open_source(args.source, fps=args.fps, loop=args.loop)
+        source = open_source(args.source, fps=args.fps, loop=args.loop, camera=camera_settings(args),
+                             default_stream="main" if args.mode == "field" else "lores")
         source.open()
     except SourceError as error:
         print(f"edge-live: {error}", file=sys.stderr)
         return 1
+    delivered = source.describe()
+    if delivered:
+        say(delivered)
     web = None
     if args.serve:
         from edge.web import WebServer
@@ -521,7 +587,10 @@ def main(argv=None) -> int:
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     if log:
         log.write({"time": now_iso(), "event": "start", "session": args.session, "source": str(source), "mode": args.mode,
-                   "model": str(classifier.model_path), "runtime": classifier.runtime,
+                   "model": str(classifier.model_path), "runtime": classifier.runtime, "threads": classifier.threads,
+                   **({"thread_ms": {str(k): round(v, 3) for k, v in classifier.thread_timings.items()}}
+                      if classifier.thread_timings else {}),
+                   **({"camera": delivered} if delivered else {}),
                    **({"serve": f"{args.serve[0]}:{web.server_address[1]}"} if web else {})})
     if web:
         web.start(run)

@@ -9,6 +9,12 @@ Every source is a context manager that yields HxWx3 uint8 RGB frames from ``read
 camera), a device index, a folder of images, or a video file or stream URL. Hardware libraries
 are imported only when their source is opened: picamera2 for the Pi camera, cv2 for OpenCV.
 
+A camera is set up from ``CameraSettings`` (edge-live's --camera-size, --camera-fps, --camera-stream,
+--camera-fourcc): the picamera2 source passes them to picamera2's own configuration
+(``create_video_configuration``: the stream read and its size, ``FrameDurationLimits`` for the rate);
+an OpenCV camera gets CAP_PROP_FOURCC, the frame size and CAP_PROP_FPS, and both report what the
+camera actually delivers (``describe()``). ``list_cameras()`` says what is attached.
+
 ``LatestFrame`` runs a source in a background thread and keeps only the newest frame, so a slow
 model never works on stale frames, and it reopens a lost camera with backoff. A file or folder read
 unpaced (fps 0) is the exception: nothing is stale there, so every frame is handed on.
@@ -33,6 +39,29 @@ class SourceError(RuntimeError):
 
 class EndOfStream(Exception):
     """A finite source (a video file, a folder without --loop) has no more frames."""
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """How a camera is set up; None leaves the source's default."""
+    size: tuple[int, int] | None = None  # (width, height) of the frames read
+    fps: float | None = None  # frames a second the camera delivers
+    stream: str | None = None  # picamera2: "main" (full field of view) or "lores" (small, YUV420)
+    fourcc: str | None = None  # OpenCV camera: the pixel format asked of the driver, e.g. "MJPG"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"1280x960" -> (1280, 960); ValueError (one line) otherwise."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and 16 <= int(width) <= 8192 and 16 <= int(height) <= 8192):
+        raise ValueError(f"{text!r} is not WIDTHxHEIGHT (16 to 8192 each, e.g. 1280x960)")
+    return int(width), int(height)
+
+
+def parse_fourcc(text: str) -> str:
+    if len(text) != 4 or not text.isascii() or not text.isprintable():
+        raise ValueError(f"{text!r} is not a four-character code (e.g. MJPG, YUYV)")
+    return text
 
 
 class FrameSource:
@@ -63,6 +92,10 @@ class FrameSource:
 
     def __str__(self) -> str:
         return self.name
+
+    def describe(self) -> str | None:
+        """What the source delivers once open (a camera's size, rate and format), or None."""
+        return None
 
 
 class Pacer:
@@ -126,12 +159,14 @@ class OpenCVSource(FrameSource):
     """
 
     def __init__(self, target: int | str, fps: float | None = None, size: tuple[int, int] | None = None,
-                 loop: bool = False):
+                 loop: bool = False, camera: CameraSettings | None = None):
         self.target = target
         self.is_file = isinstance(target, str) and os.path.isfile(target)
         self.fps = fps
-        self.size = size
+        self.camera = camera or CameraSettings(size=size)
+        self.size = self.camera.size
         self.loop = loop
+        self.delivered: dict | None = None  # a camera's size, fps and fourcc as the driver reports them
         self.capture = None
         self.first_frame = None  # read when a file is opened, handed out by the first read()
         self.pacer = Pacer(None)
@@ -153,10 +188,7 @@ class OpenCVSource(FrameSource):
             raise SourceError(f"{self.name}: cannot open (not connected, busy, or not a video)")
         self.first_frame = first
         if isinstance(self.target, int):
-            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues several frames; keep the newest
-            if self.size:
-                capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
-                capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+            self.delivered = set_up_opencv_camera(cv2, capture, self.camera)
         fps = self.fps
         if fps is None and self.is_file:
             fps = capture.get(cv2.CAP_PROP_FPS) or None
@@ -187,6 +219,33 @@ class OpenCVSource(FrameSource):
         if self.capture is not None:
             self.capture.release()
             self.capture = None
+
+    def describe(self) -> str | None:
+        if not self.delivered:
+            return None
+        found = self.delivered
+        return f"{self.name}: {found['width']}x{found['height']}, {found['fps']:g} fps, {found['fourcc'] or 'format ?'}"
+
+
+def _fourcc_text(value: float) -> str:
+    code = int(value)
+    text = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4))
+    return text if code and text.isprintable() else ""
+
+
+def set_up_opencv_camera(cv2, capture, camera: CameraSettings) -> dict:
+    """Ask a V4L2/UVC camera for the settings (fourcc first: it decides which sizes and rates the
+    driver offers, then the size, then the rate) with a buffer of one frame; -> what it delivers."""
+    capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues several frames; keep the newest
+    if camera.fourcc:
+        capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*camera.fourcc))
+    if camera.size:
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, camera.size[0])
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, camera.size[1])
+    if camera.fps:
+        capture.set(cv2.CAP_PROP_FPS, camera.fps)
+    return {"width": int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), "height": int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "fps": float(capture.get(cv2.CAP_PROP_FPS) or 0.0), "fourcc": _fourcc_text(capture.get(cv2.CAP_PROP_FOURCC))}
 
 
 class FolderSource(FrameSource):
@@ -242,20 +301,50 @@ class FolderSource(FrameSource):
 class PiCameraSource(FrameSource):
     """A Raspberry Pi camera through picamera2 (installed from the OS: apt install python3-picamera2).
 
-    The main stream is RGB888, which picamera2 delivers in BGR order; the lores stream, near the
-    model's input size, is YUV420 (the only lores format a Pi 4 supports). ``stream`` picks which
-    one is read: "lores" (cheap, for single cells) or "main" (full field of view).
+    ``stream`` picks what is read: "main" (the full field of view at ``main_size``, RGB888, which
+    picamera2 delivers in BGR order: field mode, where a white cell's chromatin needs the pixels) or
+    "lores" (``lores_size``, near the model's input size, YUV420, the only lores format a Pi 4 has:
+    a single cell). The camera is configured with picamera2's ``create_video_configuration``
+    (continuous frames, 6 buffers), only the stream read besides the main one it always has, and
+    ``fps`` as ``FrameDurationLimits`` (the frame duration in microseconds, both limits). picamera2
+    rounds odd sizes down to even; libcamera may adjust a size: ``describe()`` tells the one in use.
     """
 
-    def __init__(self, camera_num: int = 0, main_size=(640, 480), lores_size=(320, 240), stream: str = "lores"):
+    DEFAULT_MAIN = (640, 480)
+    DEFAULT_LORES = (320, 240)
+
+    def __init__(self, camera_num: int = 0, main_size=None, lores_size=None, stream: str = "lores",
+                 fps: float | None = None):
         if stream not in ("main", "lores"):
             raise ValueError(f"stream must be 'main' or 'lores', not {stream!r}")
         self.camera_num = camera_num
-        self.main_size = tuple(main_size)
-        self.lores_size = tuple(lores_size)
+        self.lores_size = tuple(lores_size or self.DEFAULT_LORES)
+        main = tuple(main_size or self.DEFAULT_MAIN)
+        if stream == "lores":  # the lores stream may not be larger than main
+            main = (max(main[0], self.lores_size[0]), max(main[1], self.lores_size[1]))
+        self.main_size = main
         self.stream = stream
+        self.fps = fps
         self.camera = None
+        self.configured: dict | None = None  # the configuration picamera2 applied
         self.name = f"picamera2:{camera_num}"
+
+    @classmethod
+    def from_settings(cls, camera_num: int, settings: CameraSettings, default_stream: str = "lores") -> "PiCameraSource":
+        stream = settings.stream or default_stream
+        if stream == "main":
+            return cls(camera_num, main_size=settings.size, stream="main", fps=settings.fps)
+        return cls(camera_num, lores_size=settings.size, stream="lores", fps=settings.fps)
+
+    def configuration(self, camera) -> dict:
+        """The configuration asked of picamera2 (its own create_video_configuration)."""
+        controls = {}
+        if self.fps:
+            duration = max(1, round(1_000_000 / self.fps))
+            controls["FrameDurationLimits"] = (duration, duration)
+        lores = {"size": self.lores_size, "format": "YUV420"} if self.stream == "lores" else None
+        return camera.create_video_configuration(main={"size": self.main_size, "format": "RGB888"}, lores=lores,
+                                                 controls=controls)
 
     def open(self) -> None:
         try:
@@ -265,16 +354,32 @@ class PiCameraSource(FrameSource):
                               "and create the venv with --system-site-packages") from None
         if self.camera_num >= len(Picamera2.global_camera_info()):
             raise SourceError(f"{self.name}: no camera found (check the ribbon cable and `rpicam-hello --list-cameras`)")
+        camera = None
         try:
             camera = Picamera2(self.camera_num)
-            config = camera.create_preview_configuration(
-                main={"size": self.main_size, "format": "RGB888"},
-                lores={"size": self.lores_size, "format": "YUV420"})
-            camera.configure(config)
+            camera.configure(self.configuration(camera))
             camera.start()
-        except (RuntimeError, OSError, IndexError) as error:
-            raise SourceError(f"{self.name}: cannot start the camera ({error})") from None
+        except (RuntimeError, OSError, IndexError, ValueError) as error:
+            if camera is not None:
+                try:
+                    camera.close()
+                except (RuntimeError, OSError):
+                    pass
+            raise SourceError(f"{self.name}: cannot start the camera ({' '.join(str(error).split())[:160]})") from None
         self.camera = camera
+        self.configured = getattr(camera, "camera_config", None)
+
+    def _stream_size(self) -> tuple[int, int]:
+        stream = (self.configured or {}).get(self.stream) or {}
+        return tuple(stream.get("size") or (self.lores_size if self.stream == "lores" else self.main_size))
+
+    def describe(self) -> str | None:
+        if self.configured is None:
+            return None
+        width, height = self._stream_size()
+        limits = (self.configured.get("controls") or {}).get("FrameDurationLimits")
+        rate = f", {1_000_000 / limits[0]:.3g} fps" if limits and limits[0] == limits[1] else ""
+        return f"{self.name}: {self.stream} stream {width}x{height}{rate}"
 
     def read(self) -> np.ndarray:
         if self.camera is None:
@@ -288,7 +393,8 @@ class PiCameraSource(FrameSource):
             return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
         # libcamera YUV420 is planar I420 (Y, then U, then V); OpenCV's "YUV420p" names mean YV12
         rgb = cv2.cvtColor(array, cv2.COLOR_YUV2RGB_I420)  # rows may be padded to a stride
-        return np.ascontiguousarray(rgb[:, : self.lores_size[0]])
+        width = self._stream_size()[0]
+        return rgb if rgb.shape[1] == width else np.ascontiguousarray(rgb[:, :width])
 
     def close(self) -> None:
         if self.camera is not None:
@@ -299,21 +405,86 @@ class PiCameraSource(FrameSource):
                 self.camera = None
 
 
-def open_source(spec: str, fps: float | None = None, loop: bool = False) -> FrameSource:
+def open_source(spec: str, fps: float | None = None, loop: bool = False, camera: CameraSettings | None = None,
+                default_stream: str = "lores") -> FrameSource:
     """A source from a command-line string (not yet opened): picamera2[:N], a device index, a folder,
-    or a video file / stream URL."""
+    or a video file / stream URL. ``camera`` sets up a camera (ignored by files and folders);
+    ``default_stream``: the picamera2 stream read when camera.stream is None."""
+    camera = camera or CameraSettings()
     if spec == "picamera2" or spec.startswith("picamera2:"):
         number = spec.partition(":")[2] or "0"
         if not number.isdigit():
             raise SourceError(f"{spec}: expected picamera2 or picamera2:N")
-        return PiCameraSource(int(number))
+        return PiCameraSource.from_settings(int(number), camera, default_stream)
     if spec.isdigit():
-        return OpenCVSource(int(spec), fps=fps)
+        return OpenCVSource(int(spec), fps=fps, camera=camera)
     if os.path.isdir(spec):
         return FolderSource(spec, fps=10.0 if fps is None else fps, loop=loop)
     if "://" not in spec and not os.path.exists(spec):
         raise SourceError(f"{spec}: no such file, folder or camera")
     return OpenCVSource(spec, fps=fps, loop=loop)
+
+
+def _picamera2_lines() -> list[str]:
+    try:
+        from picamera2 import Picamera2
+    except ImportError:
+        return ["picamera2: not installed (a Raspberry Pi camera needs apt install python3-picamera2)"]
+    cameras = Picamera2.global_camera_info()
+    if not cameras:
+        return ["picamera2: no camera attached"]
+    lines = []
+    for index, info in enumerate(cameras):
+        line = f"picamera2:{info.get('Num', index)}  {info.get('Model', '?')}  ({info.get('Id', '')})"
+        try:
+            camera = Picamera2(index)
+            try:
+                modes = [f"{mode['size'][0]}x{mode['size'][1]} up to {mode['fps']:.0f} fps" for mode in camera.sensor_modes]
+            finally:
+                camera.close()
+            line += "; sensor modes: " + (", ".join(modes) or "none reported")
+        except (RuntimeError, OSError, IndexError, KeyError, TypeError) as error:
+            line += f"; sensor modes not read ({' '.join(str(error).split())[:80]})"
+        lines.append(line)
+    return lines
+
+
+def _v4l2_lines(sysfs: str = "/sys/class/video4linux") -> list[str]:
+    try:
+        names = sorted(os.listdir(sysfs), key=lambda name: int(name[5:]) if name[5:].isdigit() else 1 << 30)
+    except OSError:
+        return ["V4L2: no /sys/class/video4linux (no USB or CSI camera driver)"]
+    devices = [name for name in names if name.startswith("video") and name[5:].isdigit()]
+    if not devices:
+        return ["V4L2: no video device"]
+    try:
+        cv2 = _import_cv2()
+    except SourceError:
+        cv2 = None
+    lines = []
+    for name in devices:
+        try:
+            with open(os.path.join(sysfs, name, "name")) as handle:
+                label = handle.read().strip()
+        except OSError:
+            label = "?"
+        line = f"{name[5:]}  /dev/{name}  {label}"
+        if cv2 is not None:
+            with _opencv_quiet(cv2, stderr_too=True):
+                capture = cv2.VideoCapture(int(name[5:]))
+                opened = capture.isOpened()
+                found = set_up_opencv_camera(cv2, capture, CameraSettings()) if opened else None
+                capture.release()
+            line += (f"; now {found['width']}x{found['height']}, {found['fps']:g} fps, {found['fourcc'] or '?'}"
+                     if found else "; not a capture device (or busy)")
+        lines.append(line)
+    return lines
+
+
+def list_cameras() -> list[str]:
+    """One line per attached camera: Pi cameras (picamera2, with their sensor modes) and V4L2
+    devices (the index --source takes, and what OpenCV reads from it now)."""
+    return _picamera2_lines() + _v4l2_lines()
 
 
 @dataclass

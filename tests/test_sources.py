@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.sources import (EndOfStream, FolderSource, FrameSource, LatestFrame, OpenCVSource, PiCameraSource,
-                          SourceError, open_source)
+from edge.sources import (CameraSettings, EndOfStream, FolderSource, FrameSource, LatestFrame, OpenCVSource,
+                          PiCameraSource, SourceError, list_cameras, open_source, parse_fourcc, parse_size)
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -126,12 +126,98 @@ def test_picamera_source_follows_the_real_api_and_returns_rgb(fake_picamera2, st
         camera = fake_picamera2.Picamera2.opened[-1]
         assert camera.started
         config = camera.camera_config
-        assert config["main"]["format"] == "RGB888" and config["lores"]["format"] == "YUV420"
+        assert config["use_case"] == "video" and config["main"]["format"] == "RGB888"
+        # only the stream read besides main: lores (YUV420, rows padded to 64 bytes) for a single cell
+        assert (config["lores"] or {}).get("format") == ("YUV420" if stream == "lores" else None)
     assert camera.closed and not camera.started
     assert rgb.shape == (*size, 3) and rgb.dtype == np.uint8
     left, right = rgb[:, : size[1] // 4].reshape(-1, 3).mean(0), rgb[:, -size[1] // 4:].reshape(-1, 3).mean(0)
     np.testing.assert_allclose(left, (200, 40, 40), atol=6)  # red stays red: BGR and YUV handled
     np.testing.assert_allclose(right, (40, 40, 200), atol=6)
+
+
+@pytest.mark.parametrize("stream, size, fps", [("main", (1280, 960), 10.0), ("lores", (336, 252), 30.0),
+                                               ("main", (1023, 767), None)])
+def test_camera_options_reach_the_picamera2_configuration(fake_picamera2, stream, size, fps):
+    """--camera-size/--camera-fps/--camera-stream become picamera2's own create_video_configuration
+    arguments and FrameDurationLimits; the frames read have the configured stream's size."""
+    source = open_source("picamera2", camera=CameraSettings(size=size, fps=fps, stream=stream))
+    with source:
+        rgb = source.read()
+        config = fake_picamera2.Picamera2.opened[-1].camera_config
+        described = source.describe()
+    even = (size[0] - size[0] % 2, size[1] - size[1] % 2)  # picamera2 rounds a size down to even
+    assert config["use_case"] == "video" and config["buffer_count"] == 6
+    assert config[stream]["size"] == even and rgb.shape == (even[1], even[0], 3)
+    if stream == "lores":
+        assert config["lores"]["format"] == "YUV420" and config["main"]["size"] == (640, 480)
+        assert config["lores"]["stride"] > even[0]  # a padded row: the picture's columns are kept, not the padding
+    else:
+        assert config["main"]["format"] == "RGB888" and config["lores"] is None
+    duration = config["controls"]["FrameDurationLimits"]
+    assert duration == ((round(1e6 / fps),) * 2 if fps else (33333, 33333))  # without --camera-fps: video's default
+    assert described.startswith(f"picamera2:0: {stream} stream {even[0]}x{even[1]}")
+    np.testing.assert_allclose(rgb[:, : even[0] // 4].reshape(-1, 3).mean(0), (200, 40, 40), atol=6)
+
+
+def test_the_picamera2_stream_follows_the_mode_unless_chosen(fake_picamera2):
+    assert open_source("picamera2", default_stream="main").stream == "main"  # field mode: the full field of view
+    assert open_source("picamera2").stream == "lores"  # cell mode
+    assert open_source("picamera2", camera=CameraSettings(stream="lores"), default_stream="main").stream == "lores"
+
+
+def test_camera_options_are_opencv_properties(monkeypatch):
+    """An OpenCV camera is asked for the fourcc first, then the size, then the rate, with a one-frame
+    buffer; describe() reports what the driver says it delivers."""
+    calls = []
+
+    class FakeCapture:
+        def __init__(self, target, *args):
+            self.target, self.values = target, {}
+
+        def isOpened(self):
+            return True
+
+        def set(self, prop, value):
+            calls.append((prop, value))
+            self.values[prop] = value
+            return True
+
+        def get(self, prop):
+            return self.values.get(prop, 0.0)
+
+        def read(self):
+            return True, np.zeros((960, 1280, 3), np.uint8)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    source = open_source("0", camera=CameraSettings(size=(1280, 960), fps=15.0, fourcc="MJPG"))
+    source.open()
+    try:
+        assert source.read().shape == (960, 1280, 3)
+    finally:
+        source.close()
+    assert calls == [(cv2.CAP_PROP_BUFFERSIZE, 1), (cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG")),
+                     (cv2.CAP_PROP_FRAME_WIDTH, 1280), (cv2.CAP_PROP_FRAME_HEIGHT, 960), (cv2.CAP_PROP_FPS, 15.0)]
+    assert source.describe() == "camera 0: 1280x960, 15 fps, MJPG"
+
+
+def test_camera_option_values_are_checked():
+    assert parse_size("1280x960") == (1280, 960) and parse_size("320X240") == (320, 240)
+    for bad in ("1280", "1280x", "x960", "0x0", "1280x960x3", "-1x5", "99999x10"):
+        with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+            parse_size(bad)
+    assert parse_fourcc("MJPG") == "MJPG"
+    with pytest.raises(ValueError, match="four-character"):
+        parse_fourcc("MJPEG")
+
+
+def test_list_cameras_names_the_pi_camera_and_its_sensor_modes(fake_picamera2):
+    lines = list_cameras()
+    assert lines[0].startswith("picamera2:0  imx708") and "1536x864 up to 120 fps" in lines[0]
+    assert len(lines) >= 2  # then the V4L2 devices, or a line saying there are none
 
 
 def test_picamera_source_reports_a_missing_camera(fake_picamera2, monkeypatch):
