@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.images import MAX_PIXELS, ImageError
+from edge.image_limits import MAX_PIXELS, ImageError
 
 PREAMBLE = 128
 MAGIC = b"DICM"

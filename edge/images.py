@@ -8,14 +8,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Larger images are refused from their header, before decoding: a 450x450 cell, a 2k MRI and a
-# 12-megapixel camera frame are far below this, and decoding 16.8 MP stays under about 250 MB.
-MAX_PIXELS = 4096 * 4096
+from edge.image_limits import MAX_PIXELS, ImageError
+
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-
-
-class ImageError(ValueError):
-    """An input file that cannot be used as an image; the message is one line."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -85,7 +80,7 @@ def _has_dicom_prefix(name: str) -> bool:
 
 def _load_dicom(name: str) -> np.ndarray:
     try:
-        from edge.dicom import load_dicom_image  # edge.dicom imports this module: imported on use
+        from edge.dicom import load_dicom_image  # imported on use: pydicom is an optional extra
         import pydicom  # noqa: F401
     except ImportError:
         raise ImageError(f"{name}: a DICOM file; reading DICOM needs the dicom extra "
