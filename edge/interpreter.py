@@ -122,11 +122,6 @@ def run_one(interpreter, image: np.ndarray) -> np.ndarray:
     return run_batch(interpreter, image[None])[0]
 
 
-def scores(interpreter, images: np.ndarray) -> np.ndarray:
-    """Positive-class score of each image in a float32 (n, h, w, c) batch, one invoke per image."""
-    return np.array([run_one(interpreter, image)[0] for image in images], dtype=np.float32)
-
-
 def scores_and_features(interpreter, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """-> (positive scores (n,), dequantized pooled features (n, f)), one invoke per image."""
     details, features = input_details(interpreter), feature_details(interpreter)
