@@ -330,7 +330,8 @@ class LiveRun:
             lines.append(f"cells {self.totals['cells']}  {positive} {self.totals['blasts']} ({ratio:.0%})"
                          + (f"  ? {self.totals['out_of_domain']}" if self.totals["out_of_domain"] else ""))
         call = self.classifier.spec.display_name(self.summary.as_dict()["call"])
-        lines.append(f"{(self.args.session or 'no session')[:24]}: {call}")
+        name = self.args.session or "no session"  # the call first: a long name never hides it
+        lines.append(f"{call}: {name if len(name) <= 24 else name[:21] + '...'}")
         return lines
 
     def change_session(self, name: str | None) -> dict:

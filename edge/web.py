@@ -13,10 +13,19 @@ The loop only hands over references (the newest annotated frame, events, a thumb
 second); JPEG encoding happens here, at most once per frame and at most --serve-fps times a second
 whoever watches, so viewers never slow classification. Bound beyond the loopback address, every
 request needs the token (?token=... or Authorization: Bearer ...). Nothing here writes a file.
+
+A busy bench cannot stop it: at most MAX_CONNECTIONS connections at once (fewer when the file
+descriptor limit is low: FD_RESERVE descriptors are always left for the camera, the images and the
+log), the rest answered 503 and closed at once; every request (line, headers and body) must arrive
+within REQUEST_DEADLINE_S, however slowly it trickles; JSON bodies nest at most MAX_JSON_DEPTH
+deep; the Host header must name this server (a loopback bind answers only loopback names, so a
+web page on the device cannot reach it through DNS rebinding).
 """
 from __future__ import annotations
 
+import errno
 import hmac
+import io
 import ipaddress
 import json
 import os
@@ -44,6 +53,15 @@ STATUS_FRAMES = 300  # /api/status medians: the latest frames
 MAX_SESSION_NAME = 100
 MIN_TOKEN_LENGTH = 16
 THUMBNAIL_PATH = re.compile(r"/api/thumbnail/(\d{1,9})\.jpg")
+MAX_CONNECTIONS = 64  # open at once (viewers included); more are answered 503 and closed
+FD_RESERVE = 64  # file descriptors never taken by connections: the camera, images, the log, snapshots
+FDS_PER_CONNECTION = 2  # its socket, and a file it may read (/api/log)
+REQUEST_DEADLINE_S = 10.0  # the whole request, however slowly it trickles in
+LISTEN_BACKLOG = 128
+MAX_JSON_DEPTH = 8
+BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 2\r\n"
+              b"Connection: close\r\nContent-Length: 52\r\n\r\n"
+              b'{"error": "too many connections; try again later"}\r\n')
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +71,124 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def open_descriptors() -> int:
+    """File descriptors this process has open now (Linux: /proc/self/fd; elsewhere a guess of 32)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 32
+
+
+def connection_cap(reserve: int = FD_RESERVE) -> int:
+    """MAX_CONNECTIONS, or fewer so that connections can never take the descriptors the camera, the
+    images and the log need (RLIMIT_NOFILE minus those open now minus `reserve`); at least 2."""
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    if limit == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(2, min(MAX_CONNECTIONS, (limit - open_descriptors() - reserve) // FDS_PER_CONNECTION))
+
+
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings not counted), without
+    parsing it: json.loads recurses, and 2,000 nested arrays would raise RecursionError."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def parse_json(body: bytes):
+    """The JSON value of a request body; ValueError when it is not JSON or nests too deep."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ValueError(f"the JSON nests more than {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(body)
+    except RecursionError:  # not reachable after the depth check; never a dead request
+        raise ValueError("the JSON nests too deep") from None
+
+
+def split_host(value: str) -> str | None:
+    """The host name or address of a Host header (port and IPv6 brackets removed, lower case), or
+    None when malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end, rest = value.find("]"), value[value.find("]") + 1:]
+        if end < 0 or rest and not re.fullmatch(r":\d{1,5}", rest):
+            return None
+        return value[1:end]
+    if value.count(":") > 1:  # an IPv6 address without brackets is no Host header
+        return None
+    host, colon, port = value.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return host.rstrip(".") or None
+
+
+def allowed_host(host: str | None, bound: str, names: frozenset[str]) -> bool:
+    """Whether a request's Host names this server. Bound to a loopback address: only loopback names
+    and addresses (a hostile page's own name, rebound to 127.0.0.1, is refused). Bound to one
+    address: that address, loopback, or one of this device's names. Bound to every address: any
+    address literal or one of this device's names."""
+    if host is None:
+        return False
+    loopback = host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+    if is_loopback(bound):
+        return loopback
+    if loopback or host in names:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return bound in ("0.0.0.0", "::") or address == ipaddress.ip_address(bound)
+
+
+def device_names(extra=()) -> frozenset[str]:
+    """This device's names as a browser may type them: its host name, with .local (mDNS), and extra."""
+    name = socket.gethostname().lower().rstrip(".")
+    short = name.split(".")[0]
+    return frozenset(n for n in (name, short, f"{short}.local", *(e.lower() for e in extra)) if n)
+
+
+class DeadlineReader(io.RawIOBase):
+    """A connection's reading side that gives up once the request's deadline has passed, however
+    slowly bytes trickle in (a socket timeout is per read: one byte every 5 s would never hit it)."""
+
+    def __init__(self, sock: socket.socket, handler: "Handler"):
+        self.sock, self.handler = sock, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self.handler.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took longer than its deadline")
+        self.sock.settimeout(min(remaining, self.handler.timeout))
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.handler.timeout)  # writes keep the per-write timeout
 
 
 def read_token(path: str) -> str:
@@ -119,12 +255,20 @@ class WebServer(ThreadingHTTPServer):
     """The HTTP server of one edge-live run; binds in the constructor (OSError when it cannot)."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], token: str | None, max_fps: float = 10.0):
+    def __init__(self, address: tuple[str, int], token: str | None, max_fps: float = 10.0,
+                 max_connections: int | None = None, request_deadline: float = REQUEST_DEADLINE_S,
+                 names=()):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.token = token
+        self.max_connections = max_connections or connection_cap()
+        self.request_deadline = request_deadline
+        self.names = device_names(names)
+        self.connections = 0  # open now (the accepting thread adds, each handler's thread takes away)
+        self.refused = 0  # connections answered 503 since start
         self.frames = FrameBuffer(max_fps)
         self.run = None  # the LiveRun, set by start()
         self.stopping = threading.Event()
@@ -140,6 +284,42 @@ class WebServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         TCPServer.server_bind(self)  # HTTPServer's would look the host up in DNS (slow offline)
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                time.sleep(0.05)  # out of descriptors: the pending connection stays queued; no busy loop
+            raise
+
+    def verify_request(self, request, client_address) -> bool:
+        with self._lock:
+            if self.connections < self.max_connections:
+                self.connections += 1
+                return True
+            self.refused += 1
+        try:  # a flood is told so and closed, never queued behind the bench
+            request.setblocking(False)
+            request.send(BUSY_REPLY)
+        except OSError:
+            pass
+        return False
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self.connections -= 1
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError:  # no thread could be started: the connection is dropped, the server goes on
+            with self._lock:
+                self.connections -= 1
+            self.shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]
@@ -251,7 +431,8 @@ class WebServer(ThreadingHTTPServer):
                   "source": {"name": str(run.source), "state": state}, "model": run.classifier.model_path.name,
                   "mode": run.args.mode,
                   "focus": None if focus is None else {"value": round(focus, 1), "peak": round(peak, 1)},
-                  "thumbnails": thumbnails, "events": events, "viewers": viewers, "stream_fps": 1 / self.frames.interval}
+                  "thumbnails": thumbnails, "events": events, "viewers": viewers, "stream_fps": 1 / self.frames.interval,
+                  "connections": {"open": self.connections, "max": self.max_connections, "refused": self.refused}}
         if run.args.mode == "field":
             status["totals"] = totals
         return status
@@ -260,9 +441,9 @@ class WebServer(ThreadingHTTPServer):
 def _session_request(body: bytes) -> tuple[str | None, str | None]:
     """-> (new session name or None to end the current one, error or None)."""
     try:
-        request = json.loads(body)
-    except ValueError:
-        return None, "the body is not JSON"
+        request = parse_json(body)
+    except ValueError as error:
+        return None, f"the body is not JSON ({error})" if "nests" in str(error) else "the body is not JSON"
     if not isinstance(request, dict):
         return None, 'send {"name": "slide-12"} or {"end": true}'
     if request.get("end") is True and "name" not in request:
@@ -282,6 +463,29 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args) -> None:
         pass  # quiet: a request line can carry the token
+
+    def setup(self) -> None:
+        super().setup()
+        self.deadline = time.monotonic() + self.server.request_deadline
+        self.rfile.close()  # the socket's own reader: closed, or the socket would outlive shutdown_request
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self), 8192)
+
+    def handle_one_request(self) -> None:
+        self.deadline = time.monotonic() + self.server.request_deadline  # each request on a kept connection
+        try:
+            super().handle_one_request()
+        except TimeoutError:
+            self.close_connection = True  # a trickle past the deadline: dropped, nothing answered
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if not allowed_host(split_host(self.headers.get("Host", "")), str(self.server.server_address[0]),
+                            self.server.names):
+            self.close_connection = True
+            self._json(421, {"error": "the Host header does not name this server (use the address edge-live printed)"})
+            return False
+        return True
 
     def _headers(self, status: int, content_type: str, length: int | None = None, extra: dict | None = None) -> None:
         self.send_response(status)
@@ -304,8 +508,8 @@ class Handler(BaseHTTPRequestHandler):
         token = self.server.token
         if token is None:
             return True
-        header = self.headers.get("Authorization", "")
-        offered = [header[7:].strip()] if header.startswith("Bearer ") else []
+        scheme, _, credentials = self.headers.get("Authorization", "").strip().partition(" ")
+        offered = [credentials.strip()] if scheme.lower() == "bearer" else []  # schemes are case-insensitive
         offered += parse_qs(url.query).get("token", [])[:1]
         if any(hmac.compare_digest(given.encode(), token.encode()) for given in offered):
             return True

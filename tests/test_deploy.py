@@ -280,7 +280,8 @@ def test_unit_file_is_valid(installed, tmp_path):
     unit = tmp_path / "edge-live.service"
     unit.write_text(unit_exec_start(installed, tmp_path / "state"))
     settings = dict(line.split("=", 1) for line in unit.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    assert settings["Restart"] == "on-failure" and int(settings["RestartSec"]) > 0
+    assert settings["Restart"] == "always" and int(settings["RestartSec"]) > 0  # a clean stop too
+    assert settings["RestartPreventExitStatus"] == "2"  # a usage or model error is not retried
     assert settings["User"] == "edge-medical" and settings["SupplementaryGroups"] == "video"
     assert settings["EnvironmentFile"] == "/etc/edge-medical/edge-live.env"
     assert settings["StateDirectory"] == "edge-medical" and settings["WantedBy"] == "multi-user.target"

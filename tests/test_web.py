@@ -49,12 +49,15 @@ class Live:
     """An `edge-live --serve` subprocess on a looping folder; stderr goes to a file, where the page's
     address (and a generated token) is read."""
 
-    def __init__(self, folder: Path, tmp: Path, serve: str, *extra: str, fps: str = "4"):
+    def __init__(self, folder: Path, tmp: Path, serve: str, *extra: str, fps: str = "4", preexec_fn=None,
+                 loop: bool = True):
         self.log, self.stderr = tmp / "live.jsonl", tmp / "stderr.txt"
-        command = [sys.executable, "-m", "edge.live", "--source", str(folder), "--loop", "--fps", fps, "--headless",
+        command = [sys.executable, "-m", "edge.live", "--source", str(folder), *(["--loop"] if loop else []),
+                   "--fps", fps, "--headless",
                    "--threads", "1", "--log", str(self.log), "--serve", serve, *extra]
         with open(self.stderr, "wb") as err:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                            preexec_fn=preexec_fn)
         deadline = time.monotonic() + 90
         while not (found := re.search(r"live page at http://\S+:(\d+)/(\S*)", self.stderr.read_text())):
             assert self.process.poll() is None and time.monotonic() < deadline, self.stderr.read_text()
@@ -152,7 +155,7 @@ def test_stream_yields_jpeg_parts(live):
 def test_viewer_that_disconnects_mid_stream_leaves_the_loop_running(live):
     for reset in (True, False):
         viewer = socket.create_connection(("127.0.0.1", live.port), timeout=30)
-        viewer.sendall(f"GET /stream.mjpg?token={live.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        viewer.sendall(f"GET /stream.mjpg?token={live.token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         viewer.recv(300)  # the headers and the start of a part, then gone
         if reset:  # an abrupt close: RST, so the server's next write fails with ConnectionReset
             viewer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -343,7 +346,7 @@ def page_matches_status(driver, live: Live, timeout: float = 40) -> dict:
     assert page["session"] == (after["session"] if after["session"] is not None else "(none)")
     assert [int(page[k]) for k in ("images", "classified", "positives", "out-of-domain")] == [
         summary["images"], summary["classified"], summary["counts"][after["labels"][1]], summary["out_of_domain"]]
-    assert page["call"] == summary["call"]
+    assert page["call"] == after["names"].get(summary["call"], summary["call"])  # in words
     if summary["positive_fraction"] is None:  # nothing in domain yet
         assert page["fraction"] == "-"
     else:
@@ -374,5 +377,33 @@ def test_the_page_in_a_headless_browser(browser, live):
 
     browser.set_window_size(390, 844)  # a phone: nothing wider than the screen
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    long_name = "slide" + "x" * 41  # 46 characters without a space: wrapped, never wider than a phone
+    browser.find_element(By.ID, "session-name").send_keys(long_name)
+    browser.find_element(By.ID, "start-session").click()
+    wait.until(lambda d: d.find_element(By.ID, "session").text.replace("\n", "") == long_name)
+    wait.until(lambda d: any(long_name in e.text for e in d.find_elements(By.CSS_SELECTOR, "#events li")))
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_the_page_says_when_the_source_ended(browser, frames_folder, tmp_path):
+    """A folder replayed once: when it ends edge-live stops; the page drops the old frame, rate and
+    answer, says so, and asks again less and less often (no error a second in the console)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    run = Live(frames_folder, tmp_path, "127.0.0.1:0", loop=False, fps="2")
+    browser.get(run.url("/"))
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.ID, "frames").text.isdigit())
+    assert browser.find_element(By.ID, "live").is_displayed()
+    run.process.wait(timeout=60)  # the 12 images, once
+    run.stop()
+    wait.until(lambda d: "ended" in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
+    assert not browser.find_element(By.ID, "live").is_displayed()
+    assert browser.find_element(By.ID, "ended").is_displayed()
+    assert browser.find_element(By.ID, "fps").text == "-" and browser.find_element(By.ID, "state").text == "offline"
+    browser.get_log("browser")  # from here on: the failed polls
+    time.sleep(8)
+    refused = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert len(refused) <= 3, refused  # backing off: 2, 4, 8 s ... not one a second
