@@ -1,6 +1,6 @@
 """Frame rate and capture-to-result latency of edge-live, from the summary it logs.
 
-    python -m benchmarks.live_fps [--data ../shared/data] [--threads 2] [--frames 300] [--viewers 2]
+    python -m benchmarks.live_fps [--data ../shared/data] [--threads N] [--frames 300] [--viewers 2]
 
 Cell mode: a 640x480 MJPEG video made of held-out C-NMC test cells (the leukemia test split),
 each centred on black as the model expects, played like a camera at the target rate (30 fps: does
@@ -10,6 +10,7 @@ smear fields replayed at 10 and 20 fps. Each run is a fresh `edge-live` process.
 says little here: the reader decodes the whole file in a fraction of a second and the loop
 classifies only the frames it catches.) --viewers N adds the cell-mode rows again with
 `--serve 127.0.0.1:0` and N clients reading /stream.mjpg throughout (does watching slow it?).
+Without --threads, edge-live takes the fastest thread count it measures for the model at start.
 """
 from __future__ import annotations
 
@@ -70,9 +71,10 @@ def read_stream(port: int, parts: list[int], index: int) -> None:
         return
 
 
-def run_live(source: Path, mode: str, fps: float, threads: int, log: Path, viewers: int = 0) -> dict:
+def run_live(source: Path, mode: str, fps: float, threads: int | None, log: Path, viewers: int = 0) -> dict:
     command = [sys.executable, "-m", "edge.live", "--source", str(source), "--mode", mode, "--fps", str(fps),
-               "--threads", str(threads), "--headless", "--model", "leukemia_int8", "--log", str(log)]
+               *(["--threads", str(threads)] if threads else []), "--headless", "--model", "leukemia_int8",
+               "--log", str(log)]
     parts = [0] * viewers
     if viewers:
         process = subprocess.Popen(command + ["--serve", "127.0.0.1:0"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -104,7 +106,7 @@ def run_live(source: Path, mode: str, fps: float, threads: int, log: Path, viewe
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="interpreter threads (default: edge-live's measured choice)")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--viewers", type=int, default=0, help="also run cell mode with --serve and this many "
                                                                    "/stream.mjpg viewers")

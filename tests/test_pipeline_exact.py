@@ -140,3 +140,29 @@ def test_real_smear_field_crops_give_the_reference_model_input():
         for crop in crops + (rescale_crops(crops, scale) if scale else []):
             assert np.array_equal(preprocess(crop, spec), reference.preprocess(crop, spec)), path
             assert quality_issues(crop, "cnmc_cell") == reference_quality.quality_issues(crop, "cnmc_cell")
+
+
+def test_the_pipeline_runs_without_opencv(tmp_path):
+    """A device without the camera extra: numpy and Pillow only, both tasks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    Image.fromarray(synthetic_cell(4, True, size=300)).save(tmp_path / "cell.png")
+    Image.fromarray(synthetic_mri(4, True, size=240)).save(tmp_path / "mri.png")
+    script = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'cv2':\n"
+        "            raise ImportError('OpenCV is not installed on this device')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge.classifier import Classifier\n"
+        f"for model, image in (('leukemia', {str(tmp_path / 'cell.png')!r}), ('brain', {str(tmp_path / 'mri.png')!r})):\n"
+        "    result = Classifier(model).classify(image)\n"
+        "    print(model, result.model_label, 'cv2' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[0].startswith("leukemia ") and lines[1].startswith("brain ") and all(l.endswith("False") for l in lines[:2])
