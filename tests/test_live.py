@@ -248,3 +248,30 @@ def test_duration_stops_a_looping_source(cell_folder, tmp_path):
     assert time.monotonic() - started < 30  # it stopped by itself (a loose bound: no speed is asserted)
     stop = read_log(log)[-1]
     assert stop["event"] == "stop" and stop["frames"] > 6  # more than one pass over the 6 images
+
+
+def test_camera_options_through_the_cli(tmp_path, monkeypatch, capsys):
+    """Field mode on a Pi camera reads the main stream at the asked size and rate; the camera's
+    setup is said at start and logged; --list-cameras lists the camera and exits."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    sys.modules.pop("picamera2", None)
+    import picamera2
+    monkeypatch.setattr(picamera2.Picamera2, "scene", cell_frame(4, True))
+    monkeypatch.setattr(picamera2.Picamera2, "opened", [])
+    log = tmp_path / "pi.jsonl"
+    try:
+        assert main(["--source", "picamera2", "--mode", "field", "--camera-size", "1280x960", "--camera-fps", "10",
+                     "--max-frames", "2", "--headless", "--log", str(log)]) == 0
+        assert main(["--list-cameras"]) == 0
+    finally:
+        sys.modules.pop("picamera2", None)
+    config = picamera2.Picamera2.opened[0].camera_config
+    assert config["main"]["size"] == (1280, 960) and config["lores"] is None
+    assert config["controls"]["FrameDurationLimits"] == (100000, 100000)
+    start = read_log(log)[0]
+    assert start["camera"] == "picamera2:0: main stream 1280x960, 10 fps" and start["threads"] >= 1
+    out, err = capsys.readouterr()
+    assert "picamera2:0: main stream 1280x960, 10 fps" in err
+    assert out.startswith("picamera2:0  imx708")
+    with pytest.raises(SystemExit):
+        main(["--source", "picamera2", "--camera-size", "big"])
