@@ -293,3 +293,37 @@ class Bench:
                     if stale.exists():
                         stale.unlink()
         return {"path": str(destination), "counts": counts}
+
+
+# -- the hook edge-live calls (edge/live.py: --sessions DIR) ------------------------------------
+def start_for_run(run, name: str | None) -> None:
+    """A new session folder for the run's session under --sessions (None: no session, no folder)."""
+    old, run.bench = getattr(run, "bench", None), None
+    if old is not None:
+        old.close()
+    if not getattr(run.args, "sessions", None) or name is None:
+        return
+    spec = run.classifier.spec
+    run.bench = Bench.create(run.args.sessions, name, labels=run.classifier.labels,
+                             names={code: spec.display_name(code) for code in
+                                    (*run.classifier.labels, "uncertain", "out_of_domain", "rejected")},
+                             model_path=run.classifier.model_path, mode=run.args.mode,
+                             session_rule=spec.session_rule)
+
+
+def capture_for_run(run, rgb, record: dict, number: int, crops=None) -> None:
+    """Called by the loop for the frame just classified when a capture was asked for."""
+    bench = getattr(run, "bench", None)
+    if bench is None:
+        run.event("capture_failed", "nothing captured: no session is open (start one, with --sessions DIR)")
+        return
+    try:
+        ids = bench.capture(rgb, record, number, crops)
+    except SessionLocked:
+        run.event("capture_failed", "nothing captured: the session is approved (start a new one)")
+        return
+    except OSError as error:
+        run.event("capture_failed", f"capture not saved ({error.strerror or error})")
+        return
+    if run.web:
+        run.web.add_event("capture", f"capture {bench.captures}: {len(ids)} cells")

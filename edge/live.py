@@ -83,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="give every input a class, even one that is uncertain, out of domain or rejected")
     parser.add_argument("--session", default="session",
                         help="name of this session (a slide, a patient), in every log record with its running summary")
+    parser.add_argument("--sessions", metavar="DIR",
+                        help="keep each session in a folder under DIR: captured fields or cells (the page's capture "
+                             "button, POST /api/capture, SIGUSR1), their answers, reviews and report (edge/bench.py)")
     parser.add_argument("--serve", type=host_port, metavar="HOST:PORT",
                         help="serve the live page, stream and API (127.0.0.1:8080: this device only; any other "
                              "address needs a token; empty: off)")
@@ -210,6 +213,9 @@ class LiveRun:
         self.positive_label = classifier.labels[1]
         self.stop_requested = threading.Event()
         self.snapshot_requested = threading.Event()
+        self.capture_requested = threading.Event()  # --sessions: the next frame classified enters the session
+        self.bench = None  # the session's folder (edge.bench.Bench) with --sessions
+        self.last_crops = None  # field mode: the latest frame's cells as the model saw them
         self.frame_times: deque[float] = deque(maxlen=30)
         # the latest STAGE_HISTORY timings per stage (a service runs for weeks: bounded memory)
         self.stage_ms: dict[str, deque[float]] = {}
@@ -278,6 +284,7 @@ class LiveRun:
         crops = cell_crops(rgb, cells)
         if um_per_pixel is not None:
             crops = rescale_crops(crops, um_per_pixel)
+        self.last_crops = crops
         detected = time.perf_counter()
         results = self.classifier.classify_batch(crops)
         share = {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES if stage != "decode"}
@@ -347,6 +354,9 @@ class LiveRun:
             if self.log and name is not None:
                 self.log.write({"time": now_iso(), "event": "session_start", "session": name})
             self.args.session = name
+            if self.args.sessions:
+                from edge.bench import start_for_run
+                start_for_run(self, name)
             self.summary = SessionSummary(self.classifier.labels, self.classifier.spec.session_rule)
             self.totals = dict.fromkeys(self.totals, 0)
         message = (f"session {ended!r} ended ({final['images']} inputs, call {final['call']}); " if ended is not None
@@ -406,6 +416,10 @@ class LiveRun:
                             "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
         if self.web:
             self.web.publish(bgr, record, frame.number, self.classifier.spec, rgb)
+        if self.capture_requested.is_set():
+            self.capture_requested.clear()
+            from edge.bench import capture_for_run
+            capture_for_run(self, rgb, record, frame.number, self.last_crops if "cells" in record else None)
         if snapshot_due:
             if positive and not self.snapshot_requested.is_set():
                 self.last_positive_snapshot = classified
@@ -579,12 +593,24 @@ def main(argv=None) -> int:
             web.close()
         return 2
     run = LiveRun(args, classifier, source, log, web)
+    if args.sessions:
+        from edge.bench import start_for_run
+        try:
+            start_for_run(run, args.session)
+        except OSError as error:
+            print(f"edge-live: --sessions {args.sessions}: {error.strerror or error}", file=sys.stderr)
+            source.close()
+            if web:
+                web.close()
+            if log:
+                log.close()
+            return 2
 
     def request_stop(signum, _frame):
         run.stop_requested.set()
 
     handlers = {signal.SIGTERM: request_stop, signal.SIGINT: request_stop,
-                signal.SIGUSR1: lambda *_: run.snapshot_requested.set()}
+                signal.SIGUSR1: lambda *_: (run.snapshot_requested.set(), args.sessions and run.capture_requested.set())}
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     if log:
         log.write({"time": now_iso(), "event": "start", "session": args.session, "source": str(source), "mode": args.mode,

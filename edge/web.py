@@ -53,6 +53,9 @@ STATUS_FRAMES = 300  # /api/status medians: the latest frames
 MAX_SESSION_NAME = 100
 MIN_TOKEN_LENGTH = 16
 THUMBNAIL_PATH = re.compile(r"/api/thumbnail/(\d{1,9})\.jpg")
+CELL_PATH = re.compile(r"/api/cells/(\d{1,9})")
+CELL_IMAGE_PATH = re.compile(r"/api/cells/(\d{1,9})\.png")
+CAPTURE_WAIT_S = 5.0
 MAX_CONNECTIONS = 64  # open at once (viewers included); more are answered 503 and closed
 FD_RESERVE = 64  # file descriptors never taken by connections: the camera, images, the log, snapshots
 FDS_PER_CONNECTION = 2  # its socket, and a file it may read (/api/log)
@@ -432,7 +435,8 @@ class WebServer(ThreadingHTTPServer):
                   "mode": run.args.mode,
                   "focus": None if focus is None else {"value": round(focus, 1), "peak": round(peak, 1)},
                   "thumbnails": thumbnails, "events": events, "viewers": viewers, "stream_fps": 1 / self.frames.interval,
-                  "connections": {"open": self.connections, "max": self.max_connections, "refused": self.refused}}
+                  "connections": {"open": self.connections, "max": self.max_connections, "refused": self.refused},
+                  "bench": getattr(run, "bench", None) is not None}
         if run.args.mode == "field":
             status["totals"] = totals
         return status
@@ -537,14 +541,94 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, jpeg, "image/jpeg", {"Cache-Control": "private, max-age=600"})  # one id, one image
         elif url.path == "/api/session":
             self._json(405, {"error": 'POST {"name": "..."} or {"end": true}'}, {"Allow": "POST"})
+        elif url.path in ("/api/cells", "/api/report", "/api/report.csv", "/api/report.pdf") \
+                or CELL_IMAGE_PATH.fullmatch(url.path):
+            self._bench_get(url.path)
         else:
             self._json(404, {"error": f"no such page: {url.path}"})
+
+    # -- the bench (--sessions): capture, review, report, export ------------------------------
+    def _bench(self):
+        bench = getattr(self.server.run, "bench", None)
+        if bench is None:
+            self._json(409, {"error": "no session folder: edge-live runs without --sessions DIR, or no session is open"})
+        return bench
+
+    def _bench_get(self, path: str) -> None:
+        bench = self._bench()
+        if bench is None:
+            return
+        from edge import report
+        if path == "/api/cells":
+            cells = [{"id": c["cell"], "capture": c["capture"], "label": c.get("label"),
+                      "probability": c.get("probability"), "out_of_domain": c.get("out_of_domain"),
+                      "review": c["review"], "thumbnail": f"api/cells/{c['cell']}.png"} for c in bench.cells()]
+            self._json(200, {"session": bench.meta["name"], "id": bench.id, "labels": list(bench.labels),
+                             "names": bench.meta["names"], "cells": cells, "summary": bench.summary()})
+        elif match := CELL_IMAGE_PATH.fullmatch(path):
+            crop = bench.crop_path(int(match[1]))
+            if crop is None:
+                self._json(404, {"error": "no such cell"})
+                return
+            self._send(200, crop.read_bytes(), "image/png", {"Cache-Control": "private, max-age=600"})
+        elif path == "/api/report":
+            self._json(200, report.report(bench))
+        elif path == "/api/report.csv":
+            self._send(200, report.report_csv(report.report(bench)), "text/csv; charset=utf-8",
+                       {"Content-Disposition": f'attachment; filename="report-{bench.id}.csv"'})
+        else:
+            try:
+                pdf = report.report_pdf(report.report(bench))
+            except ImportError:
+                self._json(501, {"error": "the PDF report needs fpdf2: pip install 'edge-medical[report]'"})
+                return
+            self._send(200, pdf, "application/pdf",
+                       {"Content-Disposition": f'attachment; filename="report-{bench.id}.pdf"'})
+
+    def _bench_post(self, path: str, body) -> None:
+        from edge.bench import SessionLocked
+        run, bench = self.server.run, self._bench()
+        if bench is None:
+            return
+        try:
+            if path == "/api/capture":
+                before = bench.captures
+                run.capture_requested.set()
+                after = bench.wait_for_capture(before, CAPTURE_WAIT_S)
+                if after <= before:
+                    self._json(503, {"error": "no frame was captured (is the source running?)"})
+                    return
+                cells = [c["cell"] for c in bench.cells() if c["capture"] == after]
+                self._json(200, {"capture": after, "cells": cells})
+            elif match := CELL_PATH.fullmatch(path):
+                label = body.get("label") if isinstance(body, dict) else None
+                if not isinstance(label, str):
+                    self._json(400, {"error": 'send {"label": "<class code or not_a_cell>"}'})
+                    return
+                by = body.get("by")
+                record = bench.review(int(match[1]), label, by if isinstance(by, str) and by.isprintable() else None)
+                self._json(200, {"review": record, "summary": bench.summary()})
+            elif path == "/api/approve":
+                by = body.get("by") if isinstance(body, dict) else None
+                if not isinstance(by, str) or not by.strip() or len(by) > MAX_SESSION_NAME or not by.isprintable():
+                    self._json(400, {"error": f'send {{"by": "<who approves, 1-{MAX_SESSION_NAME} characters>"}}'})
+                    return
+                self._json(200, {"approved": bench.approve(by.strip()), "summary": bench.summary()})
+            else:  # /api/export
+                self._json(200, bench.export())
+        except SessionLocked as error:
+            self._json(409, {"error": str(error)})
+        except KeyError:
+            self._json(404, {"error": "no such cell"})
+        except ValueError as error:
+            self._json(400, {"error": str(error)})
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         if not self._authorized(url):
             return
-        if url.path != "/api/session":
+        bench_post = url.path in ("/api/capture", "/api/approve", "/api/export") or CELL_PATH.fullmatch(url.path)
+        if url.path != "/api/session" and not bench_post:
             self._json(404, {"error": f"nothing to post to at {url.path}"})
             return
         # JSON only: a cross-site form cannot send it without the browser asking first (no CORS here)
@@ -554,6 +638,14 @@ class Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length", "")
         if not length.isdigit() or not 0 < int(length) <= 4096:
             self._json(400, {"error": "send a JSON body of at most 4096 bytes"})
+            return
+        if bench_post:
+            try:
+                body = parse_json(self.rfile.read(int(length)))
+            except ValueError as error:
+                self._json(400, {"error": f"the body is not JSON ({error})"})
+                return
+            self._bench_post(url.path, body)
             return
         name, error = _session_request(self.rfile.read(int(length)))
         if error:
