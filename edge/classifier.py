@@ -36,8 +36,8 @@ UNCERTAIN, OUT_OF_DOMAIN, REJECTED = "uncertain", "out_of_domain", "rejected"
 NON_ANSWERS = (UNCERTAIN, OUT_OF_DOMAIN, REJECTED)
 STAGES = ("decode", "quality", "preprocess", "quantize", "invoke", "dequantize", "domain")
 THREAD_MARGIN = 0.10  # more threads are chosen only when they are faster than fewer by more than this
-THREAD_TRIAL_INVOKES = 15  # timed invokes per thread count at start (after 2 untimed ones)
-THREAD_TRIAL_BUDGET_S = 0.3  # ... or fewer, when the measurement has taken this long
+THREAD_TRIAL_INVOKES = 10  # timed invokes per thread count at start (after 2 untimed ones)
+THREAD_TRIAL_BUDGET_S = 0.2  # ... or fewer, when the measurement has taken this long
 _THREAD_TIMINGS: dict[tuple, dict[int, float]] = {}  # (model file, runtime, counts) -> median invoke ms
 
 
