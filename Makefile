@@ -115,7 +115,7 @@ backbone-tables: setup
 	for run in leukemia_small leukemia_lite0; do $(BIN)/python -m train.torch_cv report runs/gpu/leukemia_96.npz runs/gpu/$$run || exit 1; done
 	$(BIN)/python -m train.compare_cv runs/gpu/brain_small runs/gpu/brain_lite0 runs/cv/brain_128_light_whole --out models/training/brain/BACKBONES.md
 	$(BIN)/python -m train.compare_cv runs/gpu/leukemia_small runs/gpu/leukemia_lite0 --out models/training/leukemia/BACKBONES.md
-	$(BIN)/python -m train.torch_cv int8 runs/gpu/brain_128.npz runs/gpu/brain_lite0 --epoch $(BRAIN_EPOCH)
+	$(BIN)/python -m convert.fold_int8 runs/gpu/brain_128.npz runs/gpu/brain_lite0 --epoch $(BRAIN_EPOCH)
 
 # The brain model is ImageNet EfficientNet-Lite0 (the backbone comparison's winner), trained in PyTorch
 # on a GPU machine: after `make backbone-arrays backbone-runs` (the runs keep the fold models and an

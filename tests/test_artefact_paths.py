@@ -39,12 +39,19 @@ def test_paths_relative_to_the_root_and_back(tmp_path):
 
 
 def test_saved_split_names_images_relative_to_the_root_and_loads_against_another(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from train.crossval import group_folds
     from train.datasets import find_cnmc_images
-    from train.splits import load_split, make_split, save_split
+    from train.run_folder import cv_split
+    from train.splits import load_split, save_split
 
     root = tmp_path / "data"
     save_cnmc_flat(root / "cnmc", TINY_CNMC_PATIENTS, ext=".png")
-    split = make_split("leukemia", find_cnmc_images(root / "cnmc"), seed=0)
+    samples = find_cnmc_images(root / "cnmc")
+    groups = [s.patient for s in samples]
+    split = cv_split("leukemia", 0, "patients", [asdict(s) for s in samples], groups,
+                     group_folds([s.label for s in samples], groups, 3, seed=0))
     save_split(split, tmp_path / "split.json", root)
     saved = json.loads((tmp_path / "split.json").read_text())
     assert {r["path"].split("/")[0] for r in saved["samples"]} == {"cnmc"}

@@ -17,8 +17,8 @@ from train.cli import main as train_main  # noqa: E402
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     data = save_cnmc_flat(root / "cnmc", TINY_CNMC_PATIENTS, ext=".png")
-    assert train_main(["leukemia", "--data", str(data), "--out", str(root / "run"), "--epochs", "2", "--size", "32",
-                       "--width", "4", "--batch-size", "8"]) == 0
+    assert train_main(["leukemia", "--cv", "3", "--data", str(data), "--out", str(root / "run"), "--epochs", "2",
+                       "--size", "32", "--width", "4", "--batch-size", "8", "--cache", str(root / "cache")]) == 0
     return root / "run"
 
 
@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory):
 def converted(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
     code = convert_main([str(tiny_run), "--out", str(out), "--calibration", "10", "--float16", "--dynamic",
-                         "--tolerance", "100", "--data", str(tiny_run.parent)])
+                         "--tolerance", "100", "--data", str(tiny_run.parent), "--cache", str(tiny_run.parent / "cache")])
     assert code == 0
     return out
 
@@ -92,7 +92,8 @@ def test_tolerance_check():
 
 def test_convert_exits_1_when_int8_misses_the_tolerance(tiny_run, tmp_path, capsys):
     # a tolerance of -101 pp demands int8 beat float by more than 100 points: it must fail
-    assert convert_main([str(tiny_run), "--out", str(tmp_path), "--calibration", "8", "--tolerance", "-101"]) == 1
+    assert convert_main([str(tiny_run), "--out", str(tmp_path), "--calibration", "8", "--tolerance", "-101",
+                         "--cache", str(tiny_run.parent / "cache")]) == 1
     assert "FAIL" in capsys.readouterr().out
 
 

@@ -261,12 +261,16 @@ def test_ema_model_is_the_average_that_each_epoch_is_scored_with():
     rng = np.random.default_rng(0)
     x, y = rng.random((48, 16, 16, 3), dtype=np.float32), np.tile([0, 1, 1], 16)
     groups = np.repeat([f"p{i}" for i in range(6)], 8)
-    recipe = {"backbone": "small", "width": 4, "learning_rate": 2e-3, "horizon": 2, "batch_size": 16,
-              "augment": "stain_blur", "seed": 0, "ema": 0.9, "group_balance": True}
+    from dataclasses import replace
+
+    from train.run_folder import Recipe
+
+    recipe = Recipe(preprocessing={"name": "cnmc_cell", "size": 16, "crop": "tight"}, backbone="small", width=4,
+                    learning_rate=2e-3, horizon=2, batch_size=16, augment="stain_blur", seed=0, ema=0.9, group_balance=True)
     seen = []
     model = fit(x, y, "leukemia", recipe, 2, on_epoch=lambda epoch, m: seen.append(m.get_weights()), groups=groups)
     assert len(seen) == 2 and all(np.array_equal(a, b) for a, b in zip(seen[-1], model.get_weights()))
-    plain = fit(x, y, "leukemia", {**recipe, "ema": None}, 2, groups=groups)
+    plain = fit(x, y, "leukemia", replace(recipe, ema=None), 2, groups=groups)
     assert not np.allclose(plain.get_weights()[0], model.get_weights()[0])  # the average is not the last step
     with pytest.raises(ValueError, match="groups"):
         fit(x, y, "leukemia", recipe, 1)

@@ -1,4 +1,4 @@
-"""Loaders and splits on the real data in ../shared/data (skipped with a reason when absent)."""
+"""Loaders and folds on the real data in ../shared/data (skipped with a reason when absent)."""
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 from conftest import shared_data
 from edge.images import load_image
 from edge.preprocess import default_spec, preprocess
+from train.crossval import group_folds
 from train.datasets import find_brain_images, find_cnmc_images
-from train.splits import make_split
 
 pytestmark = pytest.mark.realdata
 
@@ -22,20 +22,22 @@ def test_brain_sets_load_completely_in_every_format():
         assert preprocess(load_image(sample.path), default_spec("brain")).shape == (128, 128, 1)
 
 
-def test_cnmc_patients_and_patient_split():
+def test_cnmc_patients_and_patient_folds():
     samples = find_cnmc_images(shared_data("cnmc"))
     assert Counter(s.label for s in samples) == {1: 2213, 0: 909}
     patients = defaultdict(set)
     for s in samples:
         patients[s.label].add(s.patient)
     assert len(patients[1]) == 27 and len(patients[0]) == 14
-    split = make_split("leukemia", samples, seed=0)
-    sides = defaultdict(set)
-    for row in split["samples"]:
-        sides[row["group"]].add(row["subset"])
-    assert all(len(s) == 1 for s in sides.values()), "a patient is on two sides of the split"
-    for part in ("val", "test"):
-        assert split["summary"][part]["per_label"].get(0, 0) > 0, f"no normal cells in {part}"
+    groups = np.array([s.patient for s in samples])
+    labels = np.array([s.label for s in samples])
+    fold_of = group_folds(labels, groups, 5, seed=0)
+    folds = defaultdict(set)
+    for group, fold in zip(groups, fold_of):
+        folds[group].add(fold)
+    assert all(len(f) == 1 for f in folds.values()), "a patient is in two folds"
+    for fold in range(5):
+        assert (labels[fold_of == fold] == 0).any(), f"no normal cells held out in fold {fold}"
 
 
 def test_cnmc_cells_preprocess_as_colour():

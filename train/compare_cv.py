@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -16,16 +15,16 @@ import numpy as np
 from edge.labels import labels_for
 from train.crossval import per_group_calls
 from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
+from train.run_folder import read_cv, read_oof_scores, read_split
 
 
 def load_run(folder: Path) -> dict:
-    cv = json.loads((folder / "cv.json").read_text())
-    stored = np.load(folder / "oof_scores.npz")
-    split = json.loads((folder / "split.json").read_text())
+    cv = read_cv(folder)
+    stored = read_oof_scores(folder)
+    split = read_split(folder)
     groups = np.array([row["group"] for row in split["samples"]])
-    tta_key = f"tta_epoch{cv['epoch']}"
     return {"name": folder.name, "task": split["task"], "cv": cv, "y": stored["y"], "fold_of": stored["fold_of"], "groups": groups,
-            "scores": stored["scores"][cv["epoch"] - 1], "tta": stored[tta_key] if tta_key in stored else None}
+            "scores": stored["scores"][cv["epoch"] - 1], "tta": stored["tta"].get(cv["epoch"])}
 
 
 def row(name: str, y, scores, groups, task: str) -> dict:

@@ -3,7 +3,7 @@ out exactly once, each fold's model scores its held-out groups after every epoch
 threshold are chosen on the pooled out-of-fold scores. Fold models are kept for int8 verification."""
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,22 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from train.metrics import choose_threshold, evaluate
+from train.run_folder import Recipe, fold_model_path, write_oof_scores
+
+
+def grouped_images(task: str, data: list[str], spec: dict, cache: str | None):
+    """Every image of the task's data folders, preprocessed (cached) -> (samples kept, x, y, the group of
+    each image, what the groups are): patients for cells, near-duplicate groups for MRI slices."""
+    from train.arrays import cached_arrays
+    from train.datasets import find_brain_images, find_cnmc_images
+    from train.splits import DUPLICATE_DISTANCE, brain_groups
+
+    if task == "leukemia":
+        samples = [s for root in data for s in find_cnmc_images(root)]
+        kept, x, y, _ = cached_arrays(samples, spec, cache)
+        return kept, x, y, np.array([s.patient for s in kept]), "patients"
+    kept, x, y, hashes = cached_arrays(find_brain_images(data), spec, cache, with_hash=True)
+    return kept, x, y, np.array(brain_groups(hashes)), f"near-duplicate groups (16x16 dHash, Hamming <= {DUPLICATE_DISTANCE})"
 
 
 def group_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
@@ -25,33 +41,31 @@ def group_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
     return fold_of
 
 
-def run_folds(x, y, fold_of, task: str, recipe: dict, out: Path, tta_every: int = 4, groups=None) -> dict:
-    """Train one model per fold for recipe['horizon'] epochs -> {"scores": (epochs, n) out-of-fold
+def run_folds(x, y, fold_of, task: str, recipe: Recipe, out: Path, tta_every: int = 4, groups=None) -> dict:
+    """Train one model per fold for recipe.horizon epochs -> {"scores": (epochs, n) out-of-fold
     scores, "tta": {epoch: (n,) scores averaged over flips and quarter turns}}; every fold's model
     of every epoch is saved as out/folds/fold<k>/epoch<e>.keras."""
     from train.fitting import fit, predict
 
-    epochs = recipe["horizon"]
+    epochs = recipe.horizon
     scores = np.full((epochs, len(y)), np.nan, dtype=np.float32)
     tta_epochs = [e for e in range(tta_every, epochs + 1, tta_every)]
     tta = {e: np.full(len(y), np.nan, dtype=np.float32) for e in tta_epochs}
     for fold in range(int(fold_of.max()) + 1):
         held = fold_of == fold
-        folder = out / "folds" / f"fold{fold}"
-        folder.mkdir(parents=True, exist_ok=True)
+        (out / fold_model_path(fold, 1)).parent.mkdir(parents=True, exist_ok=True)
 
         def on_epoch(epoch, model):
             scores[epoch - 1, held] = predict(model, x[held])
             if epoch in tta:
                 tta[epoch][held] = predict(model, x[held], task)
-            model.save(folder / f"epoch{epoch:02d}.keras")
+            model.save(out / fold_model_path(fold, epoch))
 
-        fit(x[~held], y[~held], task, {**recipe, "seed": recipe["seed"] + fold}, epochs, on_epoch,
+        fit(x[~held], y[~held], task, replace(recipe, seed=recipe.seed + fold), epochs, on_epoch,
             groups=None if groups is None else groups[~held])
         print(f"fold {fold}: {int(held.sum())} held out, epoch-{epochs} AUC "
               f"{roc_auc_score(y[held], scores[-1, held]) if len(set(y[held])) == 2 else float('nan'):.4f}", flush=True)
-    np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,
-             **{f"tta_epoch{e}": v for e, v in tta.items()})
+    write_oof_scores(out, scores, fold_of, y, tta)
     return {"scores": scores, "tta": tta}
 
 
@@ -104,7 +118,3 @@ def summarize(task: str, y, groups, fold_of, scores: np.ndarray, threshold: floa
     calls = per_group_calls(y, scores, groups, threshold, labels)
     return {"pooled": pooled, "per_fold": per_fold, "fold_mean_sd": spread, "per_group": calls,
             "groups_majority_right": sum(r["majority_right"] for r in calls), "groups": len(calls)}
-
-
-def save_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,6 +1,9 @@
 """The compact CNN against EfficientNet-Lite0 under the same grouped cross-validation, in PyTorch, for
 a lent GPU machine that has PyTorch but no TensorFlow (Keras training of Lite0 takes tens of minutes
-per fold on 2 CPU cores). It measures; it ships nothing (edge-train trains the shipped models).
+per fold on 2 CPU cores). The shipped brain model comes from here: `run --save-epoch E --all-data`
+trains it on the GPU, `assemble` moves its weights into the Keras model of train/model.py and writes
+an edge-train run folder (train/run_folder.py) that edge-convert converts (`make brain-model`). The
+shipped leukemia model, the compact CNN, is trained by edge-train.
 
 Same as `edge-train --cv`: the preprocessed arrays, groups and folds (exported here), the networks
 (Lite0 from the same ImageNet state dict, its BatchNorm kept in inference mode), balanced class
@@ -11,7 +14,10 @@ saturation, hue), so run the compact CNN here too and compare backbones within t
     python -m train.torch_cv export brain --data DIR --data DIR2 --out runs/gpu/brain_128.npz
     python -m train.torch_cv run runs/gpu/brain_128.npz --task brain --backbone lite0 --augment light --out DIR  (GPU)
     python -m train.torch_cv report runs/gpu/brain_128.npz DIR   (writes DIR/cv.json and DIR/cv.md)
-    python -m train.torch_cv int8 runs/gpu/brain_128.npz DIR --epoch 18  (fold models of run --save-epoch 18)
+    python -m train.torch_cv assemble runs/gpu/brain_128.npz DIR --out runs/cv/brain_lite0   (then edge-convert it)
+
+int8 against float32 on the fold models of `run --save-epoch E` is measured on the convert side:
+`python -m convert.fold_int8 runs/gpu/brain_128.npz DIR --epoch E`.
 """
 from __future__ import annotations
 
@@ -30,33 +36,28 @@ LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
 PIXEL_SCALE, PIXEL_OFFSET = 255.0 / 128.0, -127.0 / 128.0
 BN_EPSILON = 1e-3
+RECIPE = "recipe.json"  # a run's recipe and fold times, beside its oof_scores.npz
 
 
 def export(argv: list[str]) -> int:
-    """edge-train's arguments (task, --data, --size, crops; --out is the .npz) -> uint8 images, labels,
-    groups and the folds of `edge-train --cv`."""
-    from train.arrays import cached_arrays
-    from train.cli import apply_crop_options, parse_args
-    from train.crossval import group_folds
-    from train.datasets import find_brain_images, find_cnmc_images
-    from train.splits import brain_groups
-    from edge.preprocess import default_spec
+    """edge-train's data options (task, --data, --size, crops, --cv, --seed, --cache; --out is the .npz)
+    -> uint8 images, labels, groups and the folds of `edge-train --cv`."""
+    from train.crossval import group_folds, grouped_images
+    from train.options import add_data_arguments, spec_of
 
-    args = parse_args(argv)
-    spec = default_spec(args.task, args.size)
-    apply_crop_options(spec, args)
-    if args.task == "leukemia":
-        kept, x, y, _ = cached_arrays([s for root in args.data for s in find_cnmc_images(root)], spec, args.cache)
-        groups = np.array([s.patient for s in kept])
-    else:
-        kept, x, y, hashes = cached_arrays(find_brain_images(args.data), spec, args.cache, with_hash=True)
-        groups = np.array(brain_groups(hashes))
+    parser = argparse.ArgumentParser(prog="python -m train.torch_cv export")
+    add_data_arguments(parser)
+    parser.add_argument("--out", required=True, help="the .npz to write")
+    parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds (default 5)")
+    args = parser.parse_args(argv)
+    spec = spec_of(args)
+    kept, x, y, groups, _ = grouped_images(args.task, args.data, spec, args.cache)
     pixels = np.round(x * 255)
     if np.abs(pixels - x * 255).max() > 1e-3:
         raise ValueError("the preprocessed images are not whole 8-bit levels")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, x=pixels.astype(np.uint8), y=y, groups=groups,
-                        fold_of=group_folds(y, groups, args.cv or 5, args.seed), spec=json.dumps(spec),
+                        fold_of=group_folds(y, groups, args.cv, args.seed), spec=json.dumps(spec),
                         samples=json.dumps([asdict(sample) for sample in kept]), data=json.dumps(args.data))
     print(f"{len(y)} images {x.shape[1:]} of {len(set(groups))} groups -> {args.out}")
     return 0
@@ -316,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
+    from train.run_folder import Recipe, write_oof_scores
+
     stored = np.load(args.arrays)
     y, fold_of = stored["y"], stored["fold_of"]
     out = Path(args.out)
@@ -336,15 +339,12 @@ def run(args: argparse.Namespace) -> int:
     tta = np.full((args.epochs, len(y)), np.nan, np.float32)
     for result in results:
         scores[:, result["held"]], tta[:, result["held"]] = result["scores"], result["tta"]
-    np.savez(out / "oof_scores.npz", scores=scores, fold_of=fold_of, y=y,
-             **{f"tta_epoch{e}": tta[e - 1] for e in range(4, args.epochs + 1, 4)})
-    recipe = {"preprocessing": json.loads(str(stored["spec"])), "backbone": args.backbone, "width": 16,
-              "learning_rate": 2e-3, "horizon": args.epochs, "batch_size": 32, "augment": args.augment, "seed": 0,
-              "framework": "pytorch"}
-    if args.backbone == "lite0":
-        recipe["frozen_epochs"] = args.frozen_epochs
-    (out / "recipe.json").write_text(json.dumps(
-        {"recipe": recipe, "fold_seconds": [round(r["seconds"], 1) for r in results]}, indent=2) + "\n")
+    write_oof_scores(out, scores, fold_of, y, {e: tta[e - 1] for e in range(4, args.epochs + 1, 4)})
+    recipe = Recipe(preprocessing=json.loads(str(stored["spec"])), backbone=args.backbone, width=16, learning_rate=2e-3,
+                    horizon=args.epochs, batch_size=32, augment=args.augment, seed=0, framework="pytorch",
+                    frozen_epochs=args.frozen_epochs if args.backbone == "lite0" else None)
+    (out / RECIPE).write_text(json.dumps(
+        {"recipe": recipe.to_json(), "fold_seconds": [round(r["seconds"], 1) for r in results]}, indent=2) + "\n")
     if args.save_epoch:
         for fold, result in enumerate(results):
             np.savez(out / f"fold{fold}_epoch{args.save_epoch:02d}.npz", **result["weights"])
@@ -356,25 +356,22 @@ def report(arrays: str, run_dir: str, tta: bool, epoch: int | None = None) -> in
     """cv.json and cv.md of a run, chosen and summarised exactly as edge-train --cv does, and a split.json
     of its groups and folds (images by their index in the arrays) for train.compare_cv."""
     from edge.labels import labels_for
-    from train.cv_run import oof_report
+    from train.cv_report import oof_report
+    from train.run_folder import Recipe, read_oof_scores, write_index_split
 
     stored = np.load(arrays)
-    task = _task_of(json.loads(str(stored["spec"])))
+    task = task_of(json.loads(str(stored["spec"])))
     out = Path(run_dir)
-    scores = np.load(out / "oof_scores.npz")
-    recipe = json.loads((out / "recipe.json").read_text())["recipe"]
-    oof = {"scores": scores["scores"],
-           "tta": {int(k.removeprefix("tta_epoch")): scores[k] for k in scores.files if k.startswith("tta_epoch")}}
+    oof = read_oof_scores(out)
+    recipe = Recipe.from_json(json.loads((out / RECIPE).read_text())["recipe"])
     grouped_by = "patients" if task == "leukemia" else "near-duplicate groups"
-    samples = [{"index": i, "group": str(g), "fold": int(f)} for i, (g, f) in enumerate(zip(stored["groups"], stored["fold_of"]))]
-    (out / "split.json").write_text(json.dumps({"task": task, "grouped_by": grouped_by, "arrays": str(arrays),
-                                                "samples": samples}) + "\n")
+    write_index_split(out, task, grouped_by, arrays, stored["groups"], stored["fold_of"])
     oof_report(task, labels_for(task), stored["y"], stored["groups"], stored["fold_of"], oof, recipe, tta,
                grouped_by, out, fixed_epoch=epoch)
     return 0
 
 
-def _task_of(spec: dict) -> str:
+def task_of(spec: dict) -> str:
     return "leukemia" if spec["name"] == "cnmc_cell" else "brain"
 
 
@@ -391,7 +388,7 @@ def keras_lite0(weights: dict, input_shape: tuple[int, int, int]):
     return model
 
 
-def _keras_fold_models(source: Path, target: Path, epoch: int, folds: int, shape) -> list[str]:
+def keras_fold_models(source: Path, target: Path, epoch: int, folds: int, shape) -> list[str]:
     """The fold weights of `run --save-epoch` in source as Keras models in target/folds -> their paths
     relative to target."""
     (target / "folds").mkdir(parents=True, exist_ok=True)
@@ -401,69 +398,35 @@ def _keras_fold_models(source: Path, target: Path, epoch: int, folds: int, shape
     return paths
 
 
-def int8_check(arrays: str, run_dir: str, epoch: int, calibration: int = 1000) -> dict:
-    """Each saved fold model as Keras, converted to float32 and int8 TFLite (calibrated on its own
-    training folds) and scored on its held-out fold, exactly as edge-convert verifies fold models ->
-    agreement and accuracy of int8 against float32 at the pooled float32 threshold."""
-    from convert.cli import _fold_scores
-    from edge.labels import labels_for
-    from train.metrics import choose_threshold, evaluate
-
-    stored = np.load(arrays)
-    x = stored["x"].astype(np.float32) / 255
-    x = x[..., None] if x.ndim == 3 else x
-    y, fold_of = stored["y"], stored["fold_of"]
-    task = _task_of(json.loads(str(stored["spec"])))
-    out = Path(run_dir)
-    fold_models = _keras_fold_models(out, out, epoch, int(fold_of.max()) + 1, x.shape[1:])
-    scores, _ = _fold_scores(out, {"cv": {"fold_models": fold_models}}, x, y, fold_of, ["float32", "int8"],
-                             argparse.Namespace(calibration=calibration, seed=0))
-    threshold = choose_threshold(task, y, scores["float32"])
-    metrics = {name: evaluate(y, s, threshold, labels_for(task)) for name, s in scores.items()}
-    result = {"epoch": epoch, "threshold": threshold,
-              "agreement": float(np.mean((scores["float32"] >= threshold) == (scores["int8"] >= threshold))),
-              **{name: {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc")} for name, m in metrics.items()}}
-    (out / "int8.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
-    return result
-
-
 def assemble(arrays: str, run_dir: str, out: str) -> Path:
     """A run of `run --save-epoch E` (folds and --all-data) and its report at epoch E -> an edge-train
-    run folder (model.keras, folds, split.json, cv.json, oof_scores.npz, config.json) that edge-convert converts and
-    verifies on the fold models' held-out images, as it does for edge-train --cv runs."""
+    run folder (train/run_folder.py: the model, its fold models, split, cross-validation and config) that
+    edge-convert converts and verifies on the fold models' held-out images, as it does for edge-train --cv runs."""
     from edge.labels import labels_for
-    from train.crossval import save_json
-    from train.splits import save_split
-    from train.splits import summarize as summarize_split
+    from train.run_folder import (CV_MARKDOWN, MODEL, OOF_SCORES, CvSummary, Recipe, RunConfig, cv_split, read_cv,
+                                  write_config, write_cv, write_split)
 
     stored = np.load(arrays)
     source, target = Path(run_dir), Path(out)
-    cv = json.loads((source / "cv.json").read_text())
-    epoch, recipe = cv["epoch"], cv["recipe"]
-    task = _task_of(recipe["preprocessing"])
-    if recipe["backbone"] != "lite0":
+    cv = read_cv(source)
+    epoch, recipe = cv["epoch"], Recipe.from_json(cv["recipe"])
+    task = task_of(recipe.preprocessing)
+    if recipe.backbone != "lite0":
         raise ValueError(f"{source}: only Lite0 runs can be assembled (the compact CNN is trained by edge-train)")
     shape = stored["x"].shape[1:]
-    fold_models = _keras_fold_models(source, target, epoch, cv["folds"], shape)
+    fold_models = keras_fold_models(source, target, epoch, cv["folds"], shape)
     model = keras_lite0(dict(np.load(source / f"all_epoch{epoch:02d}.npz")), shape)
-    model.save(target / "model.keras")
-    rows = [dict(sample, group=str(group), subset="train", fold=int(fold)) for sample, group, fold
-            in zip(json.loads(str(stored["samples"])), stored["groups"], stored["fold_of"])]
-    save_split({"task": task, "seed": recipe["seed"], "grouped_by": cv["grouped_by"], "folds": cv["folds"],
-                "summary": summarize_split(rows), "samples": rows}, target / "split.json")
-    save_json(target / "cv.json", cv)
-    (target / "cv.md").write_text((source / "cv.md").read_text())
-    (target / "oof_scores.npz").write_bytes((source / "oof_scores.npz").read_bytes())
-    save_json(target / "config.json", {
-        "task": task, "labels": list(labels_for(task)), "preprocessing": recipe["preprocessing"],
-        "data": json.loads(str(stored["data"])),
-        "threshold": cv["threshold"], "threshold_policy": cv["threshold_policy"], "grouped_by": cv["grouped_by"],
-        "seed": recipe["seed"], "epochs_run": epoch, "params": int(model.count_params()), "recipe": recipe,
-        "trained_with": "PyTorch (python -m train.torch_cv), weights moved into the Keras model of train.model",
-        "cv": {**{k: cv[k] for k in ("folds", "cells", "patients", "epoch", "threshold", "pooled", "fold_mean_sd",
-                                     "groups_majority_right", "groups")},
-               "test_time_augmentation": None, "fold_models": fold_models}})
+    model.save(target / MODEL)
+    write_split(target, cv_split(task, recipe.seed, cv["grouped_by"], json.loads(str(stored["samples"])),
+                                 stored["groups"], stored["fold_of"]))
+    write_cv(target, cv, (source / CV_MARKDOWN).read_text())
+    (target / OOF_SCORES).write_bytes((source / OOF_SCORES).read_bytes())
+    write_config(target, RunConfig(
+        task=task, labels=list(labels_for(task)), preprocessing=recipe.preprocessing, threshold=cv["threshold"],
+        threshold_policy=cv["threshold_policy"], grouped_by=cv["grouped_by"], seed=recipe.seed,
+        data=json.loads(str(stored["data"])), epochs_run=epoch, params=int(model.count_params()), recipe=recipe,
+        cv=CvSummary.of({**cv, "test_time_augmentation": None}, fold_models),
+        trained_with="PyTorch (python -m train.torch_cv), weights moved into the Keras model of train.model"))
     print(f"{target}: model.keras and {len(fold_models)} fold models at epoch {epoch}")
     return target
 
@@ -492,10 +455,6 @@ def main(argv=None) -> int:
     reporter.add_argument("--tta", action="store_true", help="choose among the epochs with TTA scores")
     reporter.add_argument("--epoch", type=int, help="the epoch an earlier run of the same recipe chose (GPU training "
                                                    "is not bit-for-bit repeatable), instead of choosing again")
-    checker = commands.add_parser("int8")
-    checker.add_argument("arrays")
-    checker.add_argument("run_dir")
-    checker.add_argument("--epoch", type=int, required=True, help="the --save-epoch of the run")
     assembler = commands.add_parser("assemble")
     assembler.add_argument("arrays")
     assembler.add_argument("run_dir", help="a run with cv.json, its fold weights and all-data weights at the CV's epoch")
@@ -505,9 +464,6 @@ def main(argv=None) -> int:
         if args.all_data and not args.save_epoch:
             parser.error("--all-data needs --save-epoch")
         return run(args)
-    if args.command == "int8":
-        int8_check(args.arrays, args.run_dir, args.epoch)
-        return 0
     if args.command == "assemble":
         assemble(args.arrays, args.run_dir, args.out)
         return 0
