@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from convert.cli import tensor_summary, verification_markdown
 from convert.model_card import model_card
+from convert.records import tensor_summary, verification_markdown
 from convert.session import choose_session_rule
 from convert.tflite import logit_output
 from edge.calibration import Calibration

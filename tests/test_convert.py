@@ -9,7 +9,8 @@ from edge.interpreter import input_details, make_interpreter, output_details, ru
 from edge.metadata import ModelError, read_metadata
 
 pytest.importorskip("tensorflow")
-from convert.cli import main as convert_main, within_tolerance  # noqa: E402
+from convert.cli import main as convert_main  # noqa: E402
+from convert.records import within_tolerance  # noqa: E402
 from train.cli import main as train_main  # noqa: E402
 
 
@@ -100,3 +101,14 @@ def test_convert_exits_1_when_int8_misses_the_tolerance(tiny_run, tmp_path, caps
 def test_convert_bad_run_folder_exits_2(tmp_path, capsys):
     assert convert_main([str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "expected an edge-train run folder" in capsys.readouterr().err
+
+
+def test_a_run_that_was_not_cross_validated_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+    run = tmp_path / "single_split"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("folds"))
+    config = json.loads((run / "config.json").read_text())
+    del config["cv"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert convert_main([str(run), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a cross-validated run" in err

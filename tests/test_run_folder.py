@@ -1,6 +1,8 @@
 """train/run_folder.py owns the run folder: the shipped models' training records (both layouts, edge-train's
-and train/torch_cv.py's) read into the typed config and write back unchanged."""
+and train/torch_cv.py's) read into the typed config and write back unchanged, and nothing else in the
+project writes a config.json."""
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,16 @@ def test_run_folder_reads_a_written_run(tmp_path):
     assert stored["scores"].shape == (2, 8) and list(stored["tta"]) == [2]
     write_index_split(tmp_path, "leukemia", "patients", "arrays.npz", groups, fold_of)
     assert read_split(tmp_path)["samples"][3] == {"index": 3, "group": "p1", "fold": 1}
+
+
+def test_one_writer_of_config_json():
+    """git grep: among training and conversion, only the run folder's owner names a run's config.json
+    (edge/'s config.json is the device's settings, another file)."""
+    try:
+        done = subprocess.run(["git", "grep", "--untracked", "-l", "config.json", "--", "train", "convert"],
+                              cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        pytest.skip("no git")
+    if done.returncode > 1:
+        pytest.skip("not a git checkout")
+    assert done.stdout.split() == ["train/run_folder.py"]
