@@ -76,6 +76,8 @@ class Worker:
     def close(self) -> dict:
         memory = self.ask("quit")
         self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
         return memory
 
 

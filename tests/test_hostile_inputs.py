@@ -100,7 +100,7 @@ def test_a_folder_of_hostile_images_gets_one_line_each_in_bounded_memory(tmp_pat
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in files if p.is_file())
     by_name = {Path(r["path"]).name: r for r in rows}
-    assert all(by_name[p.name].get("label") in ("all", "hem") for p in good)
+    assert all(by_name[p.name].get("model_label") in ("all", "hem") for p in good)
     for name, reason in [("claims_8000x8000.png", "too large"), ("bomb_100000x100000.png", "too large"),
                          ("tall_450x65535.gif", "too large"), ("empty.png", "empty file"),
                          ("text.png", "not an image")]:
