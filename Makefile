@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[edge,camera,dicom,train,benchmark,dev]'
+	$(BIN)/pip install -q -e '.[edge,camera,dicom,report,train,benchmark,dev]'
 	touch $@
 
 # tflite-runtime 2.14 is built against numpy 1.x, so it gets its own environment.
