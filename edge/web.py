@@ -720,5 +720,5 @@ class Handler(BaseHTTPRequestHandler):
 PAGE_POLICY = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-PAGE = (resources.files("edge") / "static" / "index.html").read_text(encoding="utf-8")  # package data
+PAGE = (resources.files("edge") / "live_page.html").read_text(encoding="utf-8")  # package data
 
