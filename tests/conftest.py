@@ -97,3 +97,29 @@ def save_cnmc_official(root: Path) -> Path:
         writer.writerow(["Patient_ID", "new_names", "labels"])
         writer.writerows(rows)
     return root
+
+
+# Tests that take seconds to minutes on a 2-core machine (measured with `pytest --durations=60`): they
+# train networks, convert models, build wheels and bundles, drive the browser or read the full data.
+# `make test-fast` (`pytest -m "not slow"`) leaves them out; `make test` and CI run everything.
+SLOW_MODULES = {"test_train_e2e.py", "test_torch_cv.py", "test_convert.py", "test_deploy.py", "test_wheel.py",
+                "test_realdata.py", "test_pretrained.py", "test_dicom_node.py", "test_artefact_paths.py"}
+SLOW_TESTS = {
+    "test_crossval.py": ("test_tiny_cv_run_end_to_end", "test_cv_run_converts", "test_brain_cv_keeps",
+                         "test_cv_scores_are_reused", "test_ensemble_of_cv_runs", "test_brain_cv_with_mirror_tta",
+                         "test_lite0_cv", "test_compare_cv_tables", "test_ema_model"),
+    "test_calibration.py": ("test_an_int8_model_outputs_a_logit",),
+    "test_web.py": ("test_the_page_in_a_headless_browser", "test_the_page_says_when_the_source_ended"),
+    "test_bench_web.py": ("test_capture_and_review_by_keyboard_in_a_browser",),
+    "test_web_hardening.py": ("test_a_flood_is_refused",),
+    "test_hostile_inputs.py": ("test_a_folder_of_hostile_images", "test_edge_live_replays_a_hostile_folder"),
+    "test_pipeline_exact.py": ("test_real_",),
+    "test_domain_and_summary.py": ("test_features_output_holds",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.name
+        if module in SLOW_MODULES or item.name.startswith(SLOW_TESTS.get(module, ())):
+            item.add_marker(pytest.mark.slow)
