@@ -293,13 +293,7 @@ def _cell_uint8(rgb: np.ndarray, crop: str, size: int, profile=None) -> np.ndarr
     box = content_box(above=CELL_THRESHOLD, profile=profile)
     if box is None:
         box = (0, 0, rgb.shape[1], rgb.shape[0])
-    left, top, right, bottom = box
-    if crop == "tight":
-        side = max(right - left, bottom - top) + 4
-    elif crop == "fixed":
-        side = max(CELL_FIXED_SIDE, right - left, bottom - top)
-    else:
-        raise ValueError(f"unknown cell crop {crop!r}")
+    side = cell_window_side(box, crop)
     if side > MAX_CROP_SIDE:
         return None
     x, y = _square(box, side)
@@ -354,13 +348,18 @@ def cell_crop(rgb: Image.Image, crop: str) -> Image.Image:
     if box is None:
         box = (0, 0, rgb.width, rgb.height)
     left, top, right, bottom = box
+    return _square_crop(rgb, (left + right) / 2, (top + bottom) / 2, cell_window_side(box, crop))
+
+
+def cell_window_side(box, crop: str) -> int:
+    """The side of the square window on a cell's bounding box: "tight" hugs it, "fixed" keeps the
+    training magnification (CELL_FIXED_SIDE) unless the cell is larger."""
+    left, top, right, bottom = box
     if crop == "tight":
-        side = max(right - left, bottom - top) + 4
-    elif crop == "fixed":
-        side = max(CELL_FIXED_SIDE, right - left, bottom - top)
-    else:
-        raise ValueError(f"unknown cell crop {crop!r}")
-    return _square_crop(rgb, (left + right) / 2, (top + bottom) / 2, side)
+        return max(right - left, bottom - top) + 4
+    if crop == "fixed":
+        return max(CELL_FIXED_SIDE, right - left, bottom - top)
+    raise ValueError(f"unknown cell crop {crop!r}")
 
 
 def normalize_stain(rgb: Image.Image) -> Image.Image:
