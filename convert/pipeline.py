@@ -108,7 +108,7 @@ def verify_folds(run: RunFolder, images: RunImages, precisions: list[str], calib
 
     config = run.config
     evaluated_on = (f"pooled out-of-fold scores of the {config.cv.folds} fold models (epoch "
-                    f"{config.cv.epoch}), each converted and calibrated on its own training folds")
+                    f"{config.cv.epoch}), each converted and quantized with its own training folds' images")
     folds = fold_scores(run.path, config.cv.fold_models, images.x, images.y, images.fold_of, precisions,
                         calibration_images, seed)
     labels = tuple(config.labels)
