@@ -18,7 +18,6 @@ import argparse
 import datetime
 import importlib
 import json
-import math
 import os
 import platform
 import shlex
@@ -31,19 +30,15 @@ import numpy as np
 from edge.interpreter import RUNTIMES, RuntimeUnavailable, interpreter_class
 from edge.args import positive_int, thread_count, unwritable_file
 from edge.metadata import ModelError, read_metadata
-from edge.model_store import resolve_model
 
 from benchmarks import accuracy, footprint, latency, macs, report
+from benchmarks.report import json_ready
+from benchmarks.selection import UsageError, find_baseline, find_model, load_samples
 from benchmarks.machine import cpu_description
 
 SCHEMA_VERSION = 2  # 2: machine.cpu is the CPU's model and SIMD; the estimated peak moved to machine.peak_estimate
 RANDOM_INPUTS = 8  # inputs cycled through the timed runs when there is no --data
-PRECISION_SUFFIXES = ("_int8", "_float16", "_dynamic")
 RUNTIME_PACKAGES = {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tensorflow": "tensorflow"}
-
-
-class UsageError(ValueError):
-    """A bad combination of arguments or an unusable data folder; the message is one line."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,34 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def find_model(name: str | None) -> Path:
-    """resolve_model, also taking a shipped model's file name (``leukemia_int8.tflite``) from any folder."""
-    try:
-        return resolve_model(name)
-    except ModelError:
-        if name and name.endswith(".tflite") and os.sep not in name:
-            try:
-                return resolve_model(name.removesuffix(".tflite"))
-            except ModelError:
-                pass
-        raise
-
-
-def find_baseline(model_path: Path, model_metadata: dict, baseline: str | None) -> Path | None:
-    if baseline:
-        return find_model(baseline)
-    if model_metadata.get("precision") == "float32":
-        return None
-    stem = model_path.stem
-    suffix = next((s for s in PRECISION_SUFFIXES if stem.endswith(s)), None)
-    if suffix is None:
-        raise UsageError(f"{model_path}: cannot tell its float sibling from the name; pass --baseline PATH")
-    sibling = model_path.with_name(stem.removesuffix(suffix) + "_float32.tflite")
-    if not sibling.is_file():
-        raise UsageError(f"{model_path}: float baseline {sibling.name} not found beside it; pass --baseline PATH")
-    return sibling
-
-
 def require(module: str, needed_for: str) -> None:
     """Fail before measuring anything when an optional package is missing."""
     try:
@@ -114,17 +81,6 @@ def runtime_version(name: str) -> str | None:
         return package_metadata.version(RUNTIME_PACKAGES[name])
     except package_metadata.PackageNotFoundError:
         return None
-
-
-def load_samples(args, task: str, model_path: Path, model_metadata: dict) -> list:
-    try:
-        samples = accuracy.find_labelled_images(args.data, task)
-        if args.split:
-            split_name = model_metadata.get("training", {}).get("split_file", f"{task}_split.json")
-            samples = accuracy.keep_split(samples, model_path.with_name(split_name), args.split)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    return accuracy.every_nth(samples, args.limit)
 
 
 def random_inputs(model_metadata: dict) -> np.ndarray:
@@ -245,19 +201,6 @@ def run(args) -> tuple[dict, dict]:
         "models": models, "agreement": on_data["agreement"] if on_data else None, "comparison": comparison,
     }
     return result, samples
-
-
-def json_ready(value):
-    """NaN -> None (strict JSON), numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def main(argv=None) -> int:

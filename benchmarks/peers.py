@@ -30,7 +30,8 @@ from edge.metadata import ModelError, read_metadata
 from edge.preprocess import preprocess
 
 from benchmarks import accuracy, latency, macs
-from benchmarks.cli import UsageError, find_baseline, find_model, json_ready, load_samples
+from benchmarks.report import json_ready
+from benchmarks.selection import UsageError, find_baseline, find_model, load_samples
 from benchmarks.footprint import PACKAGE_ROOT
 from benchmarks.machine import cpu_description, one_line
 from benchmarks.progress import progress

@@ -1,8 +1,10 @@
-"""Render a benchmark result (the dict written by `benchmark --json`) as a text table, Markdown, or
+"""Render a benchmark result (the dict written by `benchmark --json`) as strict JSON, a text table, Markdown, or
 a PNG of latency distributions and accuracy against latency (matplotlib, imported only here)."""
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from benchmarks.machine import one_line
 
@@ -169,3 +171,16 @@ def plot(result: dict, samples: dict, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def json_ready(value):
+    """NaN -> None (strict JSON), numpy scalars -> Python numbers."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from benchmarks import accuracy, latency, machine, macs
-from benchmarks.cli import find_model, main
+from benchmarks.cli import main
+from benchmarks.selection import find_model
 from conftest import save_brain_layout, save_cnmc_flat, save_cnmc_official
 from edge.classifier import Classifier
 from edge.metadata import read_metadata
@@ -208,7 +209,7 @@ def test_missing_data_folder_from_the_command_line(tmp_path):
 
 def test_float_sibling_and_shipped_file_names_are_found():
     assert find_model("leukemia_int8.tflite") == MODELS / "leukemia_int8.tflite"
-    from benchmarks.cli import find_baseline
+    from benchmarks.selection import find_baseline
 
     int8 = MODELS / "brain_int8.tflite"
     assert find_baseline(int8, read_metadata(int8), None) == MODELS / "brain_float32.tflite"

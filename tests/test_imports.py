@@ -21,7 +21,6 @@ PACKAGES = ("edge", "train", "convert", "benchmarks")
 # Violations owned elsewhere, each with where it is being fixed. An entry that no longer holds fails
 # the test too, so the list only shrinks.
 KNOWN = {
-    ("benchmarks.peers", "benchmarks.cli"): "issue 27, benchmarks side: benchmarks/cli.py's helpers move to a library module",
 }
 
 
