@@ -137,7 +137,7 @@ def _per_group_section(verification: dict) -> str:
                      f"{'yes' if g['majority_right'] else '**no**'} |" for g in shown)
     which = "every group" if shown is groups else f"the {len(wrong)} of {len(groups)} groups whose majority call is wrong"
     return f"""## Per patient or group (int8, out of fold: {which})
-| group | label | images | mean score | called positive | majority right |
+| group | label | images | mean probability | called positive | majority right |
 |---|---|---|---|---|---|
 {rows}
 
@@ -166,7 +166,8 @@ def _calibration_section(verification: dict, metadata: dict) -> str:
     calibration = metadata.get("calibration", {"method": "none"})
     if "calibrated" not in record:
         return (f"The int8 model outputs the logit of `{metadata['labels'][1]}`; the device reports sigmoid(logit), "
-                f"**not calibrated**: {record.get('why', 'no out-of-fold scores to fit a calibration on')}.")
+                f"**not calibrated**: {record.get('why', 'no out-of-fold scores to fit a calibration on')}. The shipped "
+                f"model got its logit output from `python -m convert.logit_head models --name {metadata['task']}`.")
     compared = ", ".join(f"{method} {figures['ece']:.4f}" for method, figures in record["compared"].items())
     return f"""The int8 model outputs the logit of `{metadata['labels'][1]}`; the device maps it to a probability with
 {calibration['method']} scaling (slope {calibration['slope']:.4f}, intercept {calibration['intercept']:.4f}), fitted on
