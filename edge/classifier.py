@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.images import load_image
-from edge.interpreter import (_runtime_notices_silenced, dequantize, feature_details, input_details, interpreter_class,
-                              make_interpreter, output_details, quantize)
+from edge.interpreter import (dequantize, feature_details, input_details, interpreter_class, make_interpreter,
+                              make_interpreters, output_details, quantize)
 from edge.metadata import ModelError, ModelSpec, load_spec
-from edge.model_file import check_model_file
 from edge.model_store import resolve_model
 from edge.preprocess import brightness_profile, preprocess_uint8
 from edge.quality import quality_issues
@@ -48,25 +47,13 @@ def thread_candidates(limit: int | None = None) -> list[int]:
     return sorted({count for count in (1, 2, 4, cores) if count <= top})
 
 
-def _new_interpreter(cls, model_path, threads: int):
-    with _runtime_notices_silenced():
-        interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
 def measure_threads(model_path: str | os.PathLike, runtime: str | None = None,
                     counts: list[int] | None = None) -> tuple[dict[int, float], dict]:
     """-> ({threads: median invoke ms}, {threads: an interpreter with that many threads}): each count
     timed on a zero input, the counts interleaved so that load on the machine hits them alike. The
     timings are kept for the process (the interpreters are not)."""
     counts = counts or thread_candidates()
-    _, cls = interpreter_class(runtime)
-    check_model_file(model_path)  # the file's structure is checked before the runtime reads it
-    try:
-        interpreters = {count: _new_interpreter(cls, model_path, count) for count in counts}
-    except (ValueError, RuntimeError) as error:  # as make_interpreter: one line
-        raise ValueError(" ".join(str(error).split())) from None
+    interpreters, _ = make_interpreters(model_path, runtime, counts)
     for interpreter in interpreters.values():
         details = input_details(interpreter)
         interpreter.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))

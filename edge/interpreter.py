@@ -44,15 +44,24 @@ def make_interpreter(model_path: str | os.PathLike, runtime: str | None = None, 
     """-> (interpreter with tensors allocated, runtime name). A file that is not a sound TFLite model
     raises ValueError with a one-line message: its structure is checked before the runtime reads
     it (edge.model_file), since the runtime trusts the file and a corrupt one can crash the process."""
+    built, name = make_interpreters(model_path, runtime, [threads])
+    return built[threads], name
+
+
+def make_interpreters(model_path: str | os.PathLike, runtime: str | None, thread_counts) -> tuple[dict, str]:
+    """-> ({thread count: interpreter with tensors allocated}, runtime name): the file checked once,
+    then one interpreter per count (the thread measurement compares them side by side)."""
     name, cls = interpreter_class(runtime)
     check_model_file(model_path)
+    built = {}
     try:
-        with _runtime_notices_silenced():
-            interpreter = cls(model_path=os.fspath(model_path), num_threads=threads)
-            interpreter.allocate_tensors()
+        for threads in thread_counts:
+            with _runtime_notices_silenced():
+                built[threads] = cls(model_path=os.fspath(model_path), num_threads=threads)
+                built[threads].allocate_tensors()
     except (ValueError, RuntimeError) as error:  # the runtime's own messages may span several lines
         raise ValueError(" ".join(str(error).split())) from None
-    return interpreter, name
+    return built, name
 
 
 @contextlib.contextmanager
