@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.summary import SessionRule, SessionSummary
+from edge.summary import SessionRule, wilson_interval
 
 MIN_INPUTS = (1, 3, 5, 10, 20, 30, 50, 100)
 SPREADS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)  # k: how many between-patient standard deviations the levels keep
@@ -58,10 +58,6 @@ def rule_from_spread(table: dict, minimum: int, k: float) -> SessionRule | None:
     return SessionRule(minimum, round(negative_to, 4), round(positive_from, 4))
 
 
-def _folds_of(table: dict, fold_of_group: dict) -> list:
-    return sorted(set(fold_of_group[g] for g in table))
-
-
 def best_rule(table: dict, fold_of_group: dict) -> tuple[SessionRule, dict]:
     """The minimum and k whose rules, set on the other folds' groups, call each fold's groups with no
     wrong call and the most right ones (then the larger k and minimum); the rule is then set on all the
@@ -69,16 +65,10 @@ def best_rule(table: dict, fold_of_group: dict) -> tuple[SessionRule, dict]:
     ranked = []
     for minimum in MIN_INPUTS:
         for k in SPREADS:
-            calls, usable = {}, True
-            for fold in _folds_of(table, fold_of_group):
-                seen = {g: row for g, row in table.items() if fold_of_group[g] != fold}
-                rule = rule_from_spread(seen, minimum, k)
-                if rule is None:
-                    usable = False
-                    break
-                calls.update(rule_calls({g: row for g, row in table.items() if fold_of_group[g] == fold}, rule, LABELS01))
+            calls = held_out(table, fold_of_group, lambda seen: rule_from_spread(seen, minimum, k),
+                             lambda unseen, rule: rule_calls(unseen, rule, LABELS01))
             final = rule_from_spread(table, minimum, k)
-            if usable and final is not None:
+            if calls is not None and final is not None:
                 counts = count_calls(calls, LABELS01)
                 ranked.append(((-counts["wrong"], counts["right"], k, minimum), final, {"k": k, **counts}))
     # No wrong call is the hard constraint: when every rule calls some held-out group wrong (or there are
@@ -91,8 +81,7 @@ def best_rule(table: dict, fold_of_group: dict) -> tuple[SessionRule, dict]:
 def wilson_calls(table: dict, labels: tuple[str, str], fraction: float) -> dict:
     calls = {}
     for group, (truth, n, _, positives) in table.items():
-        summary = SessionSummary(labels, None, images=n, counts={labels[0]: n - positives, labels[1]: positives})
-        low, high = summary.as_dict()["positive_fraction_ci95"]
+        low, high = wilson_interval(positives, n)
         calls[group] = (labels[truth], labels[1] if low > fraction else labels[0] if high < fraction else "uncertain")
     return calls
 
@@ -103,13 +92,15 @@ def best_wilson_fraction(table: dict, labels: tuple[str, str]) -> float:
     return float(np.median([f for c, f in ranked if (c["wrong"], -c["right"]) == best]))
 
 
-def held_out(table: dict, fold_of_group: dict, labels: tuple[str, str], choose, calls_of) -> dict:
-    """A rule chosen on the other folds' groups calls each fold's groups -> {group: (truth, call)}."""
+def held_out(table: dict, fold_of_group: dict, choose, calls_of) -> dict | None:
+    """A rule chosen on the other folds' groups calls each fold's groups -> {group: (truth, call)}, or
+    None when choose finds no rule for some fold."""
     calls = {}
     for fold in sorted(set(fold_of_group[g] for g in table)):
-        seen = {g: row for g, row in table.items() if fold_of_group[g] != fold}
-        unseen = {g: row for g, row in table.items() if fold_of_group[g] == fold}
-        calls.update(calls_of(unseen, choose(seen)))
+        rule = choose({g: row for g, row in table.items() if fold_of_group[g] != fold})
+        if rule is None:
+            return None
+        calls.update(calls_of({g: row for g, row in table.items() if fold_of_group[g] == fold}, rule))
     return calls
 
 
@@ -123,8 +114,8 @@ def choose_session_rule(table: dict, fold_of_group: dict, labels: tuple[str, str
         folds = {g: fold_of_group[g] for g in seen}
         return best_rule(seen, folds)[0]
 
-    new_held = held_out(table, fold_of_group, labels, chosen_elsewhere, lambda t, r: rule_calls(t, r, labels))
-    old_held = held_out(table, fold_of_group, labels, lambda t: best_wilson_fraction(t, labels),
+    new_held = held_out(table, fold_of_group, chosen_elsewhere, lambda t, r: rule_calls(t, r, labels))
+    old_held = held_out(table, fold_of_group, lambda t: best_wilson_fraction(t, labels),
                         lambda t, f: wilson_calls(t, labels, f))
     k = "no" if inner["k"] is None else f"{inner['k']:g}"
     return {"rule": rule.as_metadata(), "spread_k": inner["k"],
