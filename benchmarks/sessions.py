@@ -13,16 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
-from convert.session import choose_session_rule
+from convert.session import choose_session_rule, recorded_group_table
 
 
 def shipped_table(models: Path, task: str) -> tuple[dict, dict, tuple[str, str]]:
     verification = json.loads((models / f"{task}_verification.json").read_text())
     split = json.loads((models / f"{task}_split.json").read_text())
     labels = tuple(json.loads((models / f"{task}_int8.json").read_text())["labels"])
-    table = {row["group"]: (labels.index(row["label"]), row["images"], row["mean_score"],
-                            round(row["positive_share"] * row["images"]))
-             for row in verification["per_group_int8"]}
+    table = recorded_group_table(verification["per_group_int8"], labels)
     fold_of_group = {sample["group"]: sample["fold"] for sample in split["samples"]}
     return table, fold_of_group, labels
 

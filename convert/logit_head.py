@@ -19,7 +19,7 @@ from pathlib import Path
 
 from convert.model_card import model_card
 from convert.records import tensor_summary, verification_markdown
-from convert.session import choose_session_rule
+from convert.session import choose_session_rule, recorded_group_table
 from convert.tflite import logit_output
 from edge.calibration import Calibration
 from edge.classifier import Classifier
@@ -30,13 +30,6 @@ from train.data_root import data_root, resolve
 
 NOT_CALIBRATED = ("its fold models (PyTorch, on a lent GPU) are not kept, so there are no out-of-fold logits to fit "
                   "a calibration on; `make backbone-runs brain-model` on a GPU machine re-converts it with one")
-
-
-def session_table(verification: dict, labels: list[str]) -> dict:
-    """{group: (true class, images, mean probability, called positive)} from the recorded out-of-fold groups."""
-    return {row["group"]: (labels.index(row["label"]), row["images"], row["mean_score"],
-                           round(row["positive_share"] * row["images"]))
-            for row in verification["per_group_int8"]}
 
 
 def migrate(folder: Path, name: str, root: Path) -> None:
@@ -52,7 +45,8 @@ def migrate(folder: Path, name: str, root: Path) -> None:
         path.write_bytes(logit_output(path.read_bytes()))
         interpreter, _ = make_interpreter(path, runtime="ai-edge-litert")
         labels = metadata["labels"]
-        session = choose_session_rule(session_table(verification, labels), fold_of_group, tuple(labels))
+        session = choose_session_rule(recorded_group_table(verification["per_group_int8"], labels), fold_of_group,
+                                      tuple(labels))
         metadata.update({"output": tensor_summary(output_details(interpreter)), "output_kind": "logit",
                          "display_names": {label: DISPLAY_NAMES[label] for label in labels},
                          "calibration": {**Calibration("none").as_metadata(), "why": NOT_CALIBRATED},

@@ -34,6 +34,14 @@ def group_table(y, probabilities, groups, threshold: float) -> dict:
     return table
 
 
+def recorded_group_table(per_group: list[dict], labels) -> dict:
+    """The same table from a verification record's per-group rows (per_group_int8)."""
+    labels = list(labels)
+    return {row["group"]: (labels.index(row["label"]), row["images"], row["mean_score"],
+                           round(row["positive_share"] * row["images"]))
+            for row in per_group}
+
+
 def rule_calls(table: dict, rule: SessionRule, labels: tuple[str, str]) -> dict:
     """-> {group: (true label, call)}."""
     return {group: (labels[truth], rule.call(n, mean, labels)[0]) for group, (truth, n, mean, _) in table.items()}
