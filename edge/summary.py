@@ -98,7 +98,7 @@ class SessionSummary:
                 self.counts[label] = self.counts.get(label, 0) + 1
             else:
                 self.uncertain += 1
-            self.probability_sum += float(probability if probability is not None else 0.5)
+            self.probability_sum += float(probability)
 
     @property
     def judged(self) -> int:
