@@ -43,6 +43,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import cv2
 
+from edge.classifier import NON_ANSWERS
+
 BOUNDARY = "FRAME"
 JPEG_QUALITY = 75
 THUMBNAILS_KEPT = 8
@@ -429,7 +431,7 @@ class WebServer(ThreadingHTTPServer):
                   "latency_ms": {stage: round(sorted(v)[len(v) // 2], 2) for stage, v in stages.items() if v},
                   "session": session, "summary": summary, "labels": list(run.classifier.labels),
                   "names": {code: run.classifier.spec.display_name(code)
-                            for code in (*run.classifier.labels, "uncertain", "out_of_domain", "rejected")},
+                            for code in (*run.classifier.labels, *NON_ANSWERS)},
                   "threshold": round(run.classifier.spec.threshold, 4),
                   "source": {"name": str(run.source), "state": state}, "model": run.classifier.model_path.name,
                   "mode": run.args.mode,
