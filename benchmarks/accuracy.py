@@ -1,11 +1,11 @@
 """Labelled images for a model's task and the accuracy figures of its scores.
 
-The folder may be in either public layout (train/datasets.py, no TensorFlow): brain ``yes/`` and
+The folder may be in either public layout (edge/datasets.py, no TensorFlow): brain ``yes/`` and
 ``no/`` (or a folder of such folders, e.g. ``brain_mri/``), C-NMC ``all/`` and ``hem/`` flat or the
 official ``training_data``/``validation_data`` layout. ``split`` keeps only the images of one subset
 of the model's own split file (``<task>_split.json`` beside it), matched on the last three path
 parts (dataset folder, label folder, file name), so ``--split test`` reproduces the held-out test
-figures of the model's verification. Metrics come from scikit-learn via train/metrics.py,
+figures of the model's verification. Metrics come from scikit-learn via edge/metrics.py,
 imported only when needed (a Pi without the benchmark extra can still time models).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.datasets import Sample, find_brain_images, find_cnmc_images
+from edge.datasets import Sample, find_brain_images, find_cnmc_images
 
 
 def _brain_roots(root: Path) -> list[Path]:
@@ -66,7 +66,7 @@ def every_nth(samples: list[Sample], limit: int | None) -> list[Sample]:
 
 def evaluate(labels, scores, threshold: float, names: tuple[str, str]) -> dict:
     """accuracy, weighted F1, sensitivity, specificity, ROC AUC, per-class figures, confusion matrix."""
-    from train.metrics import evaluate as sklearn_evaluate
+    from edge.metrics import evaluate as sklearn_evaluate
 
     return sklearn_evaluate(labels, scores, threshold, names)
 
@@ -74,7 +74,7 @@ def evaluate(labels, scores, threshold: float, names: tuple[str, str]) -> dict:
 def calibration(labels, probabilities) -> dict:
     """Expected calibration error (10 bins), Brier score and the reliability diagram's bins of the
     model's (calibrated) probabilities against the labels."""
-    from train.metrics import calibration_scores
+    from edge.metrics import calibration_scores
 
     return calibration_scores(probabilities, labels)
 

@@ -22,7 +22,7 @@ from edge.images import load_image
 from edge.preprocess import preprocess
 from train.arrays import cached_arrays
 from train.data_root import data_root
-from train.datasets import find_brain_images, find_cnmc_images
+from edge.datasets import find_brain_images, find_cnmc_images
 
 
 def way_layers(count: int) -> dict[str, tuple[str, list[int]]]:

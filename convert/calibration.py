@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.calibration import Calibration, sigmoid
-from train.metrics import brier, calibration_scores as scores, expected_calibration_error
+from edge.metrics import brier, calibration_scores as scores, expected_calibration_error
 
 CANDIDATES = ("none", "temperature", "platt")
 

@@ -18,7 +18,7 @@ from edge.classifier import Classifier
 from edge.images import ImageError
 from edge.metadata import ModelError, read_metadata
 from train.data_root import ENV, data_root, resolve
-from train.metrics import evaluate
+from edge.metrics import evaluate
 
 
 def reference_of(model_path: Path, root: Path) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 def fold_int8(arrays: str | Path, run_dir: str | Path, epoch: int, calibration_images: int = 1000) -> dict:
     from convert.folds import fold_scores
     from edge.labels import labels_for
-    from train.metrics import choose_threshold, evaluate
+    from edge.metrics import choose_threshold, evaluate
     from train.torch_cv import keras_fold_models, task_of
 
     stored = np.load(arrays)

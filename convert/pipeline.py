@@ -25,7 +25,7 @@ from edge.calibration import Calibration, logit
 from edge.interpreter import feature_details, input_details, make_interpreter, output_details
 from edge.metadata import sha256_of, write_metadata
 from train.data_root import data_root
-from train.datasets import Sample
+from edge.datasets import Sample
 from train.run_folder import RunFolder
 
 UNCERTAIN_SHARE = 0.10
@@ -104,7 +104,7 @@ class Verification:
 
 def verify_folds(run: RunFolder, images: RunImages, precisions: list[str], calibration_images: int,
                  seed: int) -> Verification:
-    from train.metrics import evaluate
+    from edge.metrics import evaluate
 
     config = run.config
     evaluated_on = (f"pooled out-of-fold scores of the {config.cv.folds} fold models (epoch "

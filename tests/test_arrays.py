@@ -6,7 +6,7 @@ import numpy as np
 
 from conftest import save_brain_layout
 from train.arrays import cached_arrays, load_arrays
-from train.datasets import find_brain_images
+from edge.datasets import find_brain_images
 
 
 def test_two_writers_filling_one_cache_both_succeed(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ def test_saved_split_names_images_relative_to_the_root_and_loads_against_another
     from dataclasses import asdict
 
     from train.crossval import group_folds
-    from train.datasets import find_cnmc_images
+    from edge.datasets import find_cnmc_images
     from train.run_folder import cv_split
     from train.splits import load_split, save_split
 

@@ -79,7 +79,7 @@ def test_session_counts_each_captured_cell_once_and_the_review_is_verified(tmp_p
 
 
 def test_export_round_trips_into_edge_train_loader(tmp_path):
-    from train.datasets import find_cnmc_images
+    from edge.datasets import find_cnmc_images
     bench = new_bench(tmp_path)
     bench.capture(cell_frame(2, True), field_record(["all", "hem", "out_of_domain"]))
     bench.capture(cell_frame(3, False), field_record(["hem"]))

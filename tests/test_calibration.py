@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convert.calibration import choose, cross_validated, fit
-from train.metrics import brier, expected_calibration_error, reliability
+from edge.metrics import brier, expected_calibration_error, reliability
 from edge.calibration import Calibration, logit, sigmoid
 
 

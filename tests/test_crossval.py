@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY_CNMC_PATIENTS, save_cnmc_flat
 from train.crossval import choose_epoch, group_folds, per_group_calls
-from train.metrics import choose_threshold
+from edge.metrics import choose_threshold
 
 
 def test_folds_keep_each_patient_in_one_fold_and_cover_every_cell():

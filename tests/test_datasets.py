@@ -2,7 +2,7 @@ import pytest
 
 from conftest import save_brain_layout, save_cnmc_flat, save_cnmc_official
 from edge.images import load_image
-from train.datasets import find_brain_images, find_cnmc_images, patient_from_name
+from edge.datasets import find_brain_images, find_cnmc_images, patient_from_name
 
 
 def test_brain_layout_loads_every_format_and_mode(tmp_path):

@@ -8,7 +8,7 @@ from conftest import shared_data
 from edge.images import load_image
 from edge.preprocess import default_spec, preprocess
 from train.crossval import group_folds
-from train.datasets import find_brain_images, find_cnmc_images
+from edge.datasets import find_brain_images, find_cnmc_images
 
 pytestmark = pytest.mark.realdata
 

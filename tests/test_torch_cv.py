@@ -10,12 +10,12 @@ import pytest
 from conftest import save_brain_layout
 from edge.metadata import MAX_METADATA_BYTES
 from train.crossval import choose_epoch, group_folds
-from train.metrics import choose_threshold
+from edge.metrics import choose_threshold
 
 
 def test_export_keeps_edge_train_pixels_groups_and_folds(tmp_path):
     from train.arrays import cached_arrays
-    from train.datasets import find_brain_images
+    from edge.datasets import find_brain_images
     from train.torch_cv import main
 
     data = save_brain_layout(tmp_path / "mri", per_class=8)

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge.images import ImageError, load_image
 from edge.preprocess import preprocess
-from train.datasets import Sample
+from edge.datasets import Sample
 from train.splits import difference_hash
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.labels import labels_for
 from train.crossval import per_group_calls
-from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
+from edge.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
 from train.run_folder import read_cv, read_oof_scores, read_split
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from train.metrics import choose_threshold, evaluate
+from edge.metrics import choose_threshold, evaluate
 from train.run_folder import Recipe, fold_model_path, write_oof_scores
 
 
@@ -18,7 +18,7 @@ def grouped_images(task: str, data: list[str], spec: dict, cache: str | None):
     """Every image of the task's data folders, preprocessed (cached) -> (samples kept, x, y, the group of
     each image, what the groups are): patients for cells, near-duplicate groups for MRI slices."""
     from train.arrays import cached_arrays
-    from train.datasets import find_brain_images, find_cnmc_images
+    from edge.datasets import find_brain_images, find_cnmc_images
     from train.splits import DUPLICATE_DISTANCE, brain_groups
 
     if task == "leukemia":

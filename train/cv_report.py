@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from train.crossval import choose_epoch, summarize
-from train.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
+from edge.metrics import THRESHOLD_POLICY, choose_threshold, evaluate
 from train.run_folder import Recipe, write_cv
 
 

@@ -14,8 +14,8 @@ from train.arrays import cached_arrays
 from train.crossval import summarize
 from train.cv_report import cv_markdown
 from train.data_root import relative_to_root
-from train.datasets import Sample
-from train.metrics import THRESHOLD_POLICY, choose_threshold
+from edge.datasets import Sample
+from edge.metrics import THRESHOLD_POLICY, choose_threshold
 from train.run_folder import (MODEL, CvSummary, Recipe, RunConfig, fold_model_path, read_cv, read_oof_scores, read_split,
                               write_config, write_cv, write_oof_scores, write_split)
 

@@ -1,4 +1,8 @@
-"""Binary classification metrics (scikit-learn) and the decision threshold chosen on validation."""
+"""Binary classification metrics (scikit-learn) and the decision threshold chosen on validation.
+
+Shared by `benchmark --data` on a device (with the benchmark extra), training and conversion; the
+runtime (classify, live, DICOM) never imports it, so a device without scikit-learn still classifies.
+"""
 from __future__ import annotations
 
 import numpy as np
