@@ -58,9 +58,9 @@ demo: setup $(DEMO_BLURRED)
 # all of the data and convert it.
 models: brain-model leukemia-model
 
-LEUKEMIA_CV := $(BIN)/edge-train leukemia --cv 5 --data $(DATA)/cnmc --epochs 24
+LEUKEMIA_CV := $(BIN)/python -m train leukemia --cv 5 --data $(DATA)/cnmc --epochs 24
 LEUKEMIA_RUNS := runs/cv/fixed_basic runs/cv/tight_basic runs/cv/fixed_basic_norm runs/cv/fixed_stain runs/cv/fixed_stain_blur
-BRAIN_CV := $(BIN)/edge-train brain --cv 5 --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h
+BRAIN_CV := $(BIN)/python -m train brain --cv 5 --data $(DATA)/brain_mri/brain_tumor_dataset --data $(DATA)/brain_mri/br35h
 
 leukemia-experiments: setup
 	$(LEUKEMIA_CV) --cv-only --out runs/cv/fixed_basic --cell-crop fixed
@@ -79,7 +79,7 @@ leukemia-experiments: setup
 
 leukemia-model: setup
 	$(LEUKEMIA_CV) --out runs/cv/fixed_stain_blur --cell-crop fixed --augment stain_blur
-	$(BIN)/edge-convert runs/cv/fixed_stain_blur --out models --name leukemia
+	$(BIN)/python -m convert runs/cv/fixed_stain_blur --out models --name leukemia
 	mkdir -p models/training/leukemia
 	cp runs/cv/fixed_stain_blur/cv.md runs/cv/fixed_stain_blur/cv.json runs/cv/fixed_stain_blur/config.json models/training/leukemia/
 
@@ -126,11 +126,11 @@ BRAIN_EPOCH := 18
 brain-model: setup
 	$(BIN)/python -m train.torch_cv report runs/gpu/brain_128.npz runs/gpu/brain_lite0 --epoch $(BRAIN_EPOCH)
 	$(BIN)/python -m train.torch_cv assemble runs/gpu/brain_128.npz runs/gpu/brain_lite0 --out runs/cv/brain_lite0
-	$(BIN)/edge-convert runs/cv/brain_lite0 --out models --name brain
+	$(BIN)/python -m convert runs/cv/brain_lite0 --out models --name brain
 	mkdir -p models/training/brain
 	cp runs/cv/brain_lite0/cv.md runs/cv/brain_lite0/cv.json runs/cv/brain_lite0/config.json models/training/brain/
 
-# tf2onnx + ONNX Runtime for benchmarks/peers.py, kept out of the shared .venv.
+# tf2onnx + ONNX Runtime for benchmarks/studies/peers.py, kept out of the shared .venv.
 $(ONNX_VENV)/.installed:
 	$(PYTHON) -m venv $(ONNX_VENV)
 	$(ONNX_VENV)/bin/pip install -q 'tensorflow==2.21.0' 'tf2onnx==1.17.0' 'onnxruntime==1.32.0' 'Pillow>=10'
@@ -145,19 +145,19 @@ benchmark: setup
 # ai-edge-litert against tflite-runtime and ONNX Runtime, and the MAC counts (about 8 minutes).
 peers: setup $(TFLITE_VENV)/.installed $(ONNX_VENV)/.installed
 	mkdir -p $(BENCH)
-	$(BIN)/python -m benchmarks.peers --model leukemia_int8 --data $(DATA)/cnmc --limit 600 --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_leukemia.json --markdown $(BENCH)/peers_leukemia.md
-	$(BIN)/python -m benchmarks.peers --model brain_int8 --data $(DATA)/brain_mri --limit 600 --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_brain.json --markdown $(BENCH)/peers_brain.md
+	$(BIN)/python -m benchmarks.studies.peers --model leukemia_int8 --data $(DATA)/cnmc --limit 600 --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_leukemia.json --markdown $(BENCH)/peers_leukemia.md
+	$(BIN)/python -m benchmarks.studies.peers --model brain_int8 --data $(DATA)/brain_mri --limit 600 --threads 1 2 --runs 300 --builtin-kernels --json $(BENCH)/peers_brain.json --markdown $(BENCH)/peers_brain.md
 	$(BIN)/python -m benchmarks.macs models/leukemia_int8.tflite models/leukemia_float32.tflite models/brain_int8.tflite
 
 # edge-live frame rate and latency: cell mode on a 640x480 video of test cells, field mode on the smear fields.
 live-benchmark: setup
-	$(BIN)/python -m benchmarks.live_fps --data $(DATA) --threads 2
+	$(BIN)/python -m benchmarks.studies.live_fps --data $(DATA) --threads 2
 
 # The out-of-domain check against other-task, smear-field and corrupted images; field mode's scale
 # (benchmarks/DOMAIN.md, benchmarks/FIELD_SCALE.md; a few minutes).
 domain-benchmark: setup
-	$(BIN)/python -m benchmarks.domain --data $(DATA) --out benchmarks/DOMAIN.md
-	$(BIN)/python -m benchmarks.field_scale --data $(DATA) --out benchmarks/FIELD_SCALE.md
+	$(BIN)/python -m benchmarks.studies.domain --data $(DATA) --out benchmarks/DOMAIN.md
+	$(BIN)/python -m benchmarks.studies.field_scale --data $(DATA) --out benchmarks/FIELD_SCALE.md
 
 # Offline bundle for Raspberry Pi OS Bookworm 64-bit -> build/bundles/ (needs PyPI).
 bundle: setup

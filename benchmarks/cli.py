@@ -31,10 +31,10 @@ from edge.interpreter import RUNTIMES, RuntimeUnavailable, interpreter_class
 from edge.args import positive_int, thread_count, unwritable_file
 from edge.metadata import ModelError, read_metadata
 
-from benchmarks import accuracy, footprint, latency, macs, report
-from benchmarks.report import json_ready
-from benchmarks.selection import UsageError, find_baseline, find_model, load_samples
-from benchmarks.machine import cpu_description
+from . import accuracy, footprint, latency, macs, report
+from .report import json_ready
+from .selection import UsageError, find_baseline, find_model, load_samples
+from .machine import cpu_description
 
 SCHEMA_VERSION = 2  # 2: machine.cpu is the CPU's model and SIMD; the estimated peak moved to machine.peak_estimate
 RANDOM_INPUTS = 8  # inputs cycled through the timed runs when there is no --data

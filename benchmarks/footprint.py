@@ -3,7 +3,7 @@ baseline process that only imports numpy and the interpreter, so the model's own
 difference.
 
 The child reports its own high-water mark (VmHWM in /proc/self/status). The ru_maxrss that
-os.wait4 returns (benchmarks/cold_start.py) is not used here: Linux carries the parent's peak
+os.wait4 returns (benchmarks/studies/cold_start.py) is not used here: Linux carries the parent's peak
 over into a child it forks and execs, so from a benchmark process that has already loaded models
 and scikit-learn (about 180 MB) every child would read about 180 MB.
 
@@ -17,14 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# The folder holding the top-level package: the checkout (benchmarks.footprint) or site-packages
+# (edge.benchmarks.footprint, in the device wheel); the child is started under the same module name.
+PACKAGE_ROOT = Path(__file__).resolve().parents[__name__.count(".")]
 BASELINE = "-"  # the child's model argument for "import the runtime, load nothing"
 
 
 def peak_rss_mb(model: str | os.PathLike, runtime: str | None = None, threads: int | None = None,
                 runs: int = 10, python: str = sys.executable) -> float:
     """Peak resident memory in MB of `python -m benchmarks.footprint MODEL` (BASELINE: no model)."""
-    command = [python, "-m", "benchmarks.footprint", os.fspath(model), "--runs", str(runs)]
+    command = [python, "-m", __name__, os.fspath(model), "--runs", str(runs)]
     if runtime:
         command += ["--runtime", runtime]
     if threads:

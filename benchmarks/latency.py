@@ -16,7 +16,7 @@ import numpy as np
 from edge.images import ImageError, load_image
 from edge.interpreter import input_details, make_interpreter, quantize
 
-from benchmarks.progress import progress
+from .progress import progress
 
 STATISTICS = ("mean", "std", "min", "p50", "p90", "p99", "max", "count")
 

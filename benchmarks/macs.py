@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from benchmarks.machine import cpu_description, one_line
+from .machine import cpu_description, one_line
 from edge.interpreter import make_interpreter
 
 COUNTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from benchmarks.machine import one_line
+from .machine import one_line
 
 
 def _number(value, digits: int = 2, suffix: str = "") -> str:

@@ -1,11 +1,11 @@
 """Which model, baseline and labelled images a benchmark measures, shared by `benchmark`
-(benchmarks/cli.py) and `python -m benchmarks.peers`; a bad choice is one UsageError line."""
+(benchmarks/cli.py) and `python -m benchmarks.studies.peers`; a bad choice is one UsageError line."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from benchmarks import accuracy
+from . import accuracy
 from edge.metadata import ModelError
 from edge.model_store import resolve_model
 
@@ -40,7 +40,8 @@ def find_baseline(model_path: Path, model_metadata: dict, baseline: str | None) 
         raise UsageError(f"{model_path}: cannot tell its float sibling from the name; pass --baseline PATH")
     sibling = model_path.with_name(stem.removesuffix(suffix) + "_float32.tflite")
     if not sibling.is_file():
-        raise UsageError(f"{model_path}: float baseline {sibling.name} not found beside it; pass --baseline PATH")
+        raise UsageError(f"{model_path}: float baseline {sibling.name} not found beside it (the device install carries "
+                         f"the int8 models only: copy it from the checkout's models/); pass --baseline PATH")
     return sibling
 
 

@@ -1,8 +1,8 @@
-"""edge-convert: a cross-validated run of edge-train -> float32 and full-integer int8 TFLite models with
+"""python -m convert: a cross-validated run of python -m train -> float32 and full-integer int8 TFLite models with
 their sidecar metadata, verified on the fold models' held-out images (convert/pipeline.py).
 
-    edge-convert runs/cv/leukemia --out models/ --name leukemia   # leukemia_float32.tflite, leukemia_int8.tflite
-    edge-convert runs/cv/brain/model.keras --out models/ --float16 --dynamic
+    python -m convert runs/cv/leukemia --out models/ --name leukemia   # leukemia_float32.tflite, leukemia_int8.tflite
+    python -m convert runs/cv/brain/model.keras --out models/ --float16 --dynamic
 
 Exit status: 0 when int8 is within --tolerance of float32, 1 when it is not, 2 for bad input.
 """
@@ -15,9 +15,9 @@ from train.extra import missing_train_extra
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="edge-convert", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="a run folder of edge-train --cv, or its model.keras")
+    parser.add_argument("run", help="a run folder of python -m train --cv, or its model.keras")
     parser.add_argument("--out", default="models", help="folder for the .tflite files, metadata and reports")
     parser.add_argument("--name", help="model name (default: the task, e.g. leukemia)")
     parser.add_argument("--calibration", type=int, default=1000, help="training images for int8 calibration")
@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    missing = missing_train_extra("edge-convert")
+    missing = missing_train_extra("python -m convert")
     if missing:
         print(missing, file=sys.stderr)
         return 2
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         verification = convert_run(args.run, args.out, args.name, precisions, args.calibration, args.tolerance,
                                    args.seed, args.cache, args.data)
     except (FileNotFoundError, ValueError, ConversionError) as error:
-        print(f"edge-convert: {error}", file=sys.stderr)
+        print(f"convert: {error}", file=sys.stderr)
         return 2
     print(metrics_table(verification["metrics"]))
     print(f"float32/int8 agreement {verification['agreement']:.4f}; int8 size {verification['int8_size_ratio']:.1%} of "

@@ -1,6 +1,6 @@
 """int8 against float32 on the fold models of a `python -m train.torch_cv run --save-epoch E`: each
 fold's weights moved into the Keras model, converted to float32 and int8 TFLite (calibrated on its own
-training folds) and scored on its held-out fold, exactly as edge-convert verifies fold models
+training folds) and scored on its held-out fold, exactly as python -m convert verifies fold models
 (convert/folds.py) -> RUN/int8.json: agreement and accuracy of int8 against float32 at the pooled
 float32 threshold.
 

@@ -1,4 +1,4 @@
-"""edge-convert's steps, each usable alone:
+"""python -m convert's steps, each usable alone:
 
 1. read_run / load_images: the run folder (train/run_folder.py) and its images, preprocessed (cached)
 2. convert_model: the shipped model -> float32 and full-integer int8 TFLite (and float16, dynamic)
@@ -8,7 +8,7 @@
    calibration, the threshold restated on the calibrated probability, the uncertain band, the session rule
 5. write_records: the sidecars, the verification record and Markdown, the split copy, the model card
 
-convert_run runs them in order, as edge-convert does.
+convert_run runs them in order, as python -m convert does.
 """
 from __future__ import annotations
 

@@ -191,8 +191,8 @@ def build(args) -> Path:
         download_wheels(args, project_wheel, lines, bundle / "wheels")
 
         with zipfile.ZipFile(project_wheel) as wheel:
-            if not any(n.startswith("models/") and n.endswith(".tflite") for n in wheel.namelist()):
-                raise BuildError(f"{project_wheel.name} carries no models/*.tflite")
+            if not any(n.startswith("edge/models/") and n.endswith(".tflite") for n in wheel.namelist()):
+                raise BuildError(f"{project_wheel.name} carries no edge/models/*.tflite")
         for target, source in FILES.items():
             (bundle / target).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / source, bundle / target)

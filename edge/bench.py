@@ -270,7 +270,7 @@ class Bench:
 
     def export(self) -> dict:
         """The reviewed cells of each class into export/{class}/ inside the session folder, named
-        UID_<session id>_<capture>_<cell>_<class>.png: edge-train's loader reads the session id as the
+        UID_<session id>_<capture>_<cell>_<class>.png: python -m train's loader reads the session id as the
         patient, so a grouped split keeps a session's cells together. -> its path and counts."""
         destination = self.folder / "export"
         counts = dict.fromkeys(self.labels, 0)

@@ -37,7 +37,7 @@ by the frame border can be boxed (`touches_edge` marks the latter).
 
 Detection and the red-cell scale run on one copy whose short side is WORK_SIDE (224, the size of
 the Taleqani fields; working_copy), so the size limits keep their meaning and the time stays
-bounded whatever the camera's size (benchmarks/pipeline_speed.py: the fields at 224x224 and at
+bounded whatever the camera's size (benchmarks/studies/pipeline_speed.py: the fields at 224x224 and at
 1280x960); boxes and masks are returned in full-frame coordinates. The sizes assume a field of view like the Taleqani fields (a white cell ~ 15 to 35 px
 across at 224 px); another magnification needs `scale`.
 Only numpy and OpenCV (the `camera` extra) are used.
@@ -268,7 +268,7 @@ def cell_crops(frame_rgb: np.ndarray, cells: list[Cell], margin: int = CROP_MARG
 # -- scale: field crops brought to the training magnification -------------------------------------
 RED_CELL_UM = 7.5  # diameter of a red blood cell (about 7.5 um), the ruler every smear carries
 # C-NMC cells (the leukemia model's training data): normal (hem) cells have a median equivalent
-# diameter of 179 px (blasts 214 px; python -m benchmarks.field_scale). Taking a normal B-lymphoid
+# diameter of 179 px (blasts 214 px; python -m benchmarks.studies.field_scale). Taking a normal B-lymphoid
 # cell as about 9 um across gives the training scale. The 9 um is an assumption from haematology
 # texts (small lymphocytes 7-10 um), not a calibration: C-NMC publishes no micrometres per pixel.
 CNMC_NORMAL_CELL_PX = 179.0

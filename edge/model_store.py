@@ -1,8 +1,8 @@
 """Find a model by path or by shipped name, and the device's default model.
 
 Shipped names: ``brain``, ``leukemia`` (their int8 models), ``brain_float32``, ``leukemia_int8``...
-They are looked up in ``$EDGE_MODELS_DIR`` if set, then in the installed ``models`` package (so a
-plain ``pip install`` of the wheel finds them). The default model, when none is named, is
+They are looked up in ``$EDGE_MODELS_DIR`` if set, then in the ``edge.models`` package (the checkout's models/, which the wheel ships as edge.models, so a
+plain ``pip install`` of the wheel finds them; a checkout that is only on the path reads its models/). The default model, when none is named, is
 ``$EDGE_MODEL``, else ``default_model`` in the config file (``$EDGE_CONFIG``, else
 ``~/.config/edge-medical/config.json``, else ``/etc/edge-medical/config.json``), else
 ``leukemia_int8``.
@@ -17,15 +17,16 @@ from pathlib import Path
 from edge.metadata import ModelError
 
 FALLBACK_DEFAULT = "leukemia_int8"
+CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
 CONFIG_FILES = ("~/.config/edge-medical/config.json", "/etc/edge-medical/config.json")
 
 
 def model_folders() -> list[Path]:
     folders = [Path(os.environ["EDGE_MODELS_DIR"])] if os.environ.get("EDGE_MODELS_DIR") else []
     try:
-        folders.append(Path(str(resources.files("models"))))
-    except ModuleNotFoundError:
-        pass
+        folders.append(Path(str(resources.files("edge.models"))))
+    except ModuleNotFoundError:  # a checkout on the path, not installed: its models/ beside edge/
+        folders.append(CHECKOUT_MODELS)
     return folders
 
 

@@ -1,6 +1,6 @@
 """Input quality gates: reasons an image should not be trusted to the model.
 
-Measured on the real data (see benchmarks/quality_thresholds.py and README): every brain MRI and
+Measured on the real data (see benchmarks/studies/quality_thresholds.py and README): every brain MRI and
 C-NMC cell passes its own model's gates; a grey image is refused by the colour cell model, a
 colour image by the MRI model, and blank, saturated and strongly blurred images by both.
 
@@ -8,7 +8,7 @@ The figures are taken on the analysis copy (the image at most ANALYSIS_SIDE on i
 Pillow's bilinear resize), made by edge.preprocess.resize_bilinear: exactly that copy, but only
 where the image is not black, and measured only there, in integer arithmetic (black pixels add
 nothing but their count). A frame with a cell on black costs a fraction of the whole-frame work;
-the figures equal those of the float32 code before (benchmarks/quality_thresholds.py) to within
+the figures equal those of the float32 code before (benchmarks/studies/quality_thresholds.py) to within
 float32 rounding.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from edge.preprocess import brightness_profile, content_box, resize_bilinear
 
 ANALYSIS_SIDE = 256  # measured on a copy at most this large, so the gates cost little on a Pi
 
-# Thresholds, from the distributions over the real data (python -m benchmarks.quality_thresholds,
+# Thresholds, from the distributions over the real data (python -m benchmarks.studies.quality_thresholds,
 # 300 sampled images per set; the figures are in README.md "Input quality gates").
 MIN_CELL_COLOUR = 15.0  # mean channel gap of non-black pixels: C-NMC cells min 32.9, brain MRI max 7.2
 MAX_MRI_COLOUR = 15.0

@@ -1,7 +1,8 @@
 """Artefacts that travel: split and verification files name images relative to a data root resolved at
 run time (--data, $EDGE_DATA, $EDGE_SHARED_DATA, shared/data beside the checkout); check_models fails
-in one line when the images are not there; edge-train and edge-convert without the train extra say so."""
+in one line when the images are not there; python -m train and python -m convert without the train extra say so."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from conftest import TINY_CNMC_PATIENTS, save_cnmc_flat, shared_data
 from train.data_root import DEFAULT_ROOT, data_root, relative_to_root, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
+# Training and conversion run from the checkout (the install carries edge/ only): from another folder,
+# the checkout goes on the path.
+CHECKOUT_ON_PATH = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def test_data_root_order(monkeypatch, tmp_path):
@@ -99,7 +103,7 @@ def test_check_models_passes_from_another_working_directory(tmp_path):
     data = shared_data("cnmc")
     _models_copy(tmp_path)
     done = subprocess.run([sys.executable, "-m", "convert.check_models", "models", "--data", str(data.parent)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, env=CHECKOUT_ON_PATH, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("OK, the same scores as at conversion") == 4, done.stdout
 
@@ -117,12 +121,12 @@ sys.exit(main(ARGV))
 
 
 @pytest.mark.parametrize("prog, module, argv", [
-    ("edge-train", "train.cli", ["leukemia", "--data", "x", "--out", "y"]),
-    ("edge-convert", "convert.cli", ["runs/x"]),
+    ("python -m train", "train.cli", ["leukemia", "--data", "x", "--out", "y"]),
+    ("python -m convert", "convert.cli", ["runs/x"]),
 ])
 def test_train_commands_without_the_train_extra_say_so_in_one_line(prog, module, argv, tmp_path):
     done = subprocess.run([sys.executable, "-c", BLOCK_SCIPY.replace("MODULE", module).replace("ARGV", repr(argv))],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=CHECKOUT_ON_PATH, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr.strip() == f"{prog}: needs the training extra (no module 'scipy'): pip install 'edge-medical[train]'"

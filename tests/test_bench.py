@@ -1,5 +1,5 @@
 """A bench session (edge.bench, edge.report): captured fields counted once per cell, reviews and the
-approval kept across a SIGKILL, the verified report, and the export read back by edge-train's loader."""
+approval kept across a SIGKILL, the verified report, and the export read back by python -m train's loader."""
 from __future__ import annotations
 
 import csv

@@ -279,7 +279,7 @@ def test_mac_count_of_a_tiny_model(tmp_path):
 
 
 def test_peers_time_every_engine_found_and_skip_the_missing_ones(tmp_path, capsys):
-    from benchmarks import peers
+    from benchmarks.studies import peers
 
     code = peers.main(["--model", "leukemia_int8", "--runs", "12", "--warmup", "1", "--tflite-runtime-python",
                        str(tmp_path / "none"), "--onnx-python", str(tmp_path / "none"), "--json", str(tmp_path / "p.json")])

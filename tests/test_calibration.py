@@ -72,7 +72,7 @@ def test_logit_of_an_exact_zero_or_one_stays_finite():
 
 
 def test_an_int8_model_outputs_a_logit_that_does_not_saturate(tmp_path):
-    """A tiny Keras model with a sigmoid head, converted as edge-convert does: its int8 output is the
+    """A tiny Keras model with a sigmoid head, converted as python -m convert does: its int8 output is the
     logit, so confident inputs keep distinct probabilities where an int8 sigmoid reads 1.0."""
     pytest.importorskip("tensorflow")
     import keras

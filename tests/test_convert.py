@@ -100,7 +100,7 @@ def test_convert_exits_1_when_int8_misses_the_tolerance(tiny_run, tmp_path, caps
 
 def test_convert_bad_run_folder_exits_2(tmp_path, capsys):
     assert convert_main([str(tmp_path), "--out", str(tmp_path / "m")]) == 2
-    assert "expected an edge-train run folder" in capsys.readouterr().err
+    assert "expected a `python -m train` run folder" in capsys.readouterr().err
 
 
 def test_a_run_that_was_not_cross_validated_is_refused_in_one_line(tiny_run, tmp_path, capsys):

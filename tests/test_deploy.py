@@ -173,7 +173,7 @@ def test_bundle_contents(archive, bundle):
         names = set(wheel.namelist())
         for model in ("leukemia_int8", "brain_int8"):
             for suffix in (".tflite", ".json"):
-                assert wheel.read(f"models/{model}{suffix}") == (ROOT / "models" / f"{model}{suffix}").read_bytes()
+                assert wheel.read(f"edge/models/{model}{suffix}") == (ROOT / "models" / f"{model}{suffix}").read_bytes()
     assert not [name for name in names if "float32" in name]
     # the manifest lists every other file with its SHA-256, in sha256sum's format
     listed = {}
@@ -258,7 +258,7 @@ def test_installer_builds_a_working_environment(bundle, installed, tmp_path):
     with Classifier("leukemia_int8") as classifier:
         expected = classifier.classify(str(image))
     assert result["label"] == expected.model_label and result["probability"] == expected.probability
-    located = subprocess.run([str(venv / "bin" / "python"), "-c", "import edge, models; print(edge.__file__, models.__file__)"],
+    located = subprocess.run([str(venv / "bin" / "python"), "-c", "import edge, edge.models; print(edge.__file__, edge.models.__file__)"],
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     paths = [Path(path).resolve() for path in located.stdout.split()]
     assert len(paths) == 2 and all(path.is_relative_to((installed / info["id"] / "venv").resolve()) for path in paths)

@@ -176,7 +176,7 @@ def test_every_real_field_has_a_plausible_number_of_cells():
 
 @pytest.mark.realdata
 def test_counts_match_the_by_eye_sample():
-    from benchmarks.field_count import by_eye_counts
+    from benchmarks.studies.field_count import by_eye_counts
     fields = _fields()
     sample = by_eye_counts()
     assert len(sample) >= 20

@@ -2,10 +2,12 @@
 library modules below, command lines on top, no import circles. Imports inside functions count.
 
 (a) no import circle between project modules;
-(b) no library module imports a command-line module (a module named cli.py, or an entry point of
+(b) no library module imports a command-line module (a module named cli.py or __main__.py, or an entry point of
     pyproject.toml [project.scripts]);
 (c) train/ never imports convert/ (conversion reads what training writes, not the other way);
-(d) edge/ (the device runtime) never imports train/, convert/ or benchmarks/.
+(d) edge/ (the device runtime) never imports train/, convert/ or benchmarks/;
+(e) benchmarks/ outside benchmarks/studies/ (the benchmark command, which the wheel ships as
+    edge.benchmarks) imports only edge/ and, by relative imports, itself.
 """
 from __future__ import annotations
 
@@ -67,9 +69,16 @@ def project_imports(modules: dict[str, Path]) -> dict[str, set[str]]:
 
 
 def command_line_modules(modules: dict[str, Path]) -> set[str]:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    entry_points = {target.split(":")[0] for target in scripts.values()}
-    return {m for m in modules if m.rpartition(".")[2] == "cli"} | entry_points
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = project["tool"]["setuptools"].get("package-dir", {})  # the wheel's name -> the checkout's folder
+    entry_points = set()
+    for target in project["project"]["scripts"].values():
+        module = target.split(":")[0]
+        for name, folder in folders.items():
+            if module.startswith(name + "."):
+                module = folder.replace("/", ".") + module[len(name):]
+        entry_points.add(module)
+    return {m for m in modules if m.rpartition(".")[2] in ("cli", "__main__")} | entry_points
 
 
 def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -131,7 +140,13 @@ def violations(graph: dict[str, set[str]], commands: set[str]) -> dict[tuple[str
                 found[(module, target)] = "(c) train/ imports convert/"
             if top == "edge" and target_top in ("train", "convert", "benchmarks"):
                 found[(module, target)] = "(d) the device runtime imports training, conversion or benchmarks"
+            if shipped_benchmark(module) and (target_top in ("train", "convert") or target.startswith("benchmarks.studies")):
+                found[(module, target)] = "(e) the shipped benchmark imports training, conversion or a desktop study"
     return found
+
+
+def shipped_benchmark(module: str) -> bool:
+    return module.split(".")[0] == "benchmarks" and not module.startswith("benchmarks.studies")
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +165,18 @@ def test_layering(graph):
     assert not new, "\n".join(f"{rule}: {module} imports {target}" for (module, target), rule in sorted(new.items()))
     stale = sorted(set(KNOWN) - set(found))
     assert not stale, f"fixed, remove from KNOWN: {stale}"
+
+
+def test_the_shipped_benchmark_imports_itself_by_relative_imports():
+    """Installed, benchmarks/ is edge.benchmarks: an absolute `benchmarks.` import would not resolve there."""
+    absolute = []
+    for module, path in project_modules().items():
+        if shipped_benchmark(module):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                absolute += [f"{module}: {name}" for name in names if name and name.split(".")[0] == "benchmarks"]
+    assert not absolute, absolute
 
 
 def test_the_walk_sees_imports_in_functions_relative_imports_and_modules_imported_from_packages():
@@ -171,8 +198,11 @@ def later():
         ("train.cv_run", "train.cli"): "(b) a library module imports a command-line module"}
     assert set(violations({"train.torch_cv": {"convert.folds"}, "edge.x": {"train.y"}}, commands)) == {
         ("train.torch_cv", "convert.folds"), ("edge.x", "train.y")}
+    assert set(violations({"benchmarks.cli": {"benchmarks.studies.peers", "edge.z"},
+                           "benchmarks.studies.peers": {"train.y"}}, commands)) == {("benchmarks.cli", "benchmarks.studies.peers")}
 
 
 def test_entry_points_are_command_line_modules():
     commands = command_line_modules(project_modules())
     assert {"train.cli", "convert.cli", "edge.cli", "edge.live", "edge.dicom_node", "benchmarks.cli"} <= commands
+    assert commands <= set(project_modules())  # every entry point found in the checkout

@@ -1,4 +1,4 @@
-"""train/run_folder.py owns the run folder: the shipped models' training records (both layouts, edge-train's
+"""train/run_folder.py owns the run folder: the shipped models' training records (both layouts, python -m train's
 and train/torch_cv.py's) read into the typed config and write back unchanged, and nothing else in the
 project writes a config.json."""
 import json
@@ -69,7 +69,7 @@ def test_run_folder_reads_a_written_run(tmp_path):
         task="leukemia", labels=["hem", "all"], preprocessing=recipe.preprocessing, threshold=0.5,
         threshold_policy="policy", grouped_by="patients", seed=0, data=["x"], epochs_run=2, params=10, recipe=recipe,
         cv=CvSummary.of(cv, ["folds/fold0/epoch02.keras", "folds/fold1/epoch02.keras"])))
-    with pytest.raises(FileNotFoundError, match="expected an edge-train run folder"):
+    with pytest.raises(FileNotFoundError, match="expected a `python -m train` run folder"):
         RunFolder.read(tmp_path)
     (tmp_path / "model.keras").write_bytes(b"")
     run = RunFolder.read(tmp_path / "model.keras", tmp_path)

@@ -1,5 +1,5 @@
-"""train.torch_cv: the arrays it exports are edge-train's (same pixels, groups and folds), its report
-chooses as edge-train --cv does, and its Lite0 weights come back into the Keras model unchanged.
+"""train.torch_cv: the arrays it exports are python -m train's (same pixels, groups and folds), its report
+chooses as python -m train --cv does, and its Lite0 weights come back into the Keras model unchanged.
 Training itself needs PyTorch (a GPU machine), which this project does not install."""
 import importlib.util
 import json

@@ -1,4 +1,4 @@
-"""edge-train's command line: every run is cross-validated (the runs themselves are in test_crossval.py)."""
+"""python -m train's command line: every run is cross-validated (the runs themselves are in test_crossval.py)."""
 import pytest
 
 from train.cli import main, parse_args

@@ -1,6 +1,7 @@
-"""A plain (non-editable) wheel is the device install: it carries the shipped int8 models and their
-metadata (not the float32 models, splits or verification records, which stay in the checkout), and
-the runtime finds them by name."""
+"""A plain (non-editable) wheel is the device install: one import name (edge) in site-packages, the
+shipped int8 models and their metadata as edge.models (not the float32 models, splits or verification
+records, which stay in the checkout), the benchmark command as edge.benchmarks without the desktop
+studies; the runtime finds the models by name and the commands run from the unpacked wheel alone."""
 import importlib.util
 import json
 import subprocess
@@ -25,12 +26,16 @@ def test_wheel_ships_int8_models_only_and_finds_them_by_name(tmp_path):
                     str(clean_source(tmp_path))], check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path / "dist").glob("edge_medical-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    models = sorted(name for name in names if name.startswith("models/") and not name.endswith(".py"))
-    assert models == ["models/brain_MODEL_CARD.md", "models/brain_int8.json", "models/brain_int8.tflite",
-                      "models/leukemia_MODEL_CARD.md", "models/leukemia_int8.json", "models/leukemia_int8.tflite"]
+    top_level = next(name for name in names if name.endswith(".dist-info/top_level.txt"))
+    assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["edge"]
+    assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {"edge"}
+    models = sorted(name for name in names if name.startswith("edge/models/") and not name.endswith(".py"))
+    assert models == [f"edge/models/{name}" for name in ("brain_MODEL_CARD.md", "brain_int8.json", "brain_int8.tflite",
+                      "leukemia_MODEL_CARD.md", "leukemia_int8.json", "leukemia_int8.tflite")]
     for model in ("brain_int8", "leukemia_int8"):
         for suffix in (".tflite", ".json"):
-            assert zipfile.ZipFile(wheel).read(f"models/{model}{suffix}") == (ROOT / "models" / f"{model}{suffix}").read_bytes()
+            assert zipfile.ZipFile(wheel).read(f"edge/models/{model}{suffix}") == (ROOT / "models" / f"{model}{suffix}").read_bytes()
+    assert "edge/benchmarks/cli.py" in names and not any(name.startswith("edge/benchmarks/studies") for name in names)
     assert (ROOT / "models" / "leukemia_float32.tflite").is_file()  # the checkout keeps them for the desktop
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)  # what pip install puts in site-packages
@@ -44,6 +49,24 @@ def test_wheel_ships_int8_models_only_and_finds_them_by_name(tmp_path):
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert done.returncode == 0, done.stderr
     edge_file, model_path, labels, label, shipped = json.loads(done.stdout)
-    assert edge_file.startswith(str(site)) and model_path == str(site / "models" / "leukemia_int8.tflite")
+    assert edge_file.startswith(str(site)) and model_path == str(site / "edge" / "models" / "leukemia_int8.tflite")
     assert labels == ["hem", "all"] and label in (*labels, "uncertain", "out_of_domain", "rejected")
     assert shipped == ["brain_int8", "leukemia_int8"]
+
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    scripts = dict(line.split(" = ") for line in entry_points.split("[console_scripts]")[1].strip().splitlines())
+    assert set(scripts) == {"edge-classify", "edge-live", "edge-dicom", "benchmark"}
+    for script, target in scripts.items():  # every command starts from the unpacked wheel alone
+        module, function = target.split(":")
+        run = f"import sys; sys.argv[0] = {script!r}; from {module} import {function}; sys.exit({function}(['--help']))"
+        done = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, (script, done.stderr)
+    benchmark = subprocess.run([sys.executable, "-c", "import sys; from edge.benchmarks.cli import main; sys.exit(main())",
+                                "--model", "leukemia", "--baseline", str(ROOT / "models" / "leukemia_float32.tflite"),
+                                "--runs", "5", "--warmup", "1", "--json", str(tmp_path / "b.json")],
+                               capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                               timeout=300)
+    assert benchmark.returncode == 0, benchmark.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["models"][0]["by_threads"][0]["latency_ms"]["p50"] > 0

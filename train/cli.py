@@ -1,9 +1,9 @@
-"""edge-train: cross-validate a recipe for the brain MRI or C-NMC leukemia classifier, grouped by
+"""python -m train: cross-validate a recipe for the brain MRI or C-NMC leukemia classifier, grouped by
 patient or near-duplicate group, then train it on all of the data for the epoch the cross-validation
 chose (train/cv_run.py); or average cross-validated runs into one model (--ensemble, train/ensemble.py).
 
-    edge-train leukemia --cv 5 --data DIR --out runs/cv/leukemia [--cv-only]
-    edge-train brain --cv 5 --data DIR --data DIR2 --out runs/cv/brain
+    python -m train leukemia --cv 5 --data DIR --out runs/cv/leukemia [--cv-only]
+    python -m train brain --cv 5 --data DIR --data DIR2 --out runs/cv/brain
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from train.run_folder import Recipe
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="edge-train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="run folder for the models, split and cross-validation")
@@ -53,13 +53,13 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
 
 
 def main(argv=None) -> int:
-    missing = missing_train_extra("edge-train")
+    missing = missing_train_extra("python -m train")
     if missing:
         print(missing, file=sys.stderr)
         return 2
     args = parse_args(argv)
     if args.tta and args.task != "brain":
-        print("edge-train: --tta is for --cv brain runs (cells gained nothing from it; see the README)", file=sys.stderr)
+        print("train: --tta is for --cv brain runs (cells gained nothing from it; see the README)", file=sys.stderr)
         return 2
     try:
         if args.ensemble:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
             train_with_cv(args.task, args.data, args.out, recipe_of(args), args.cv, args.cv_only, args.tta, args.cache)
     except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"edge-train: {error}", file=sys.stderr)
+        print(f"train: {error}", file=sys.stderr)
         return 2
     return 0
 

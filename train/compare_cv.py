@@ -1,4 +1,4 @@
-"""Compare cross-validation runs of edge-train --cv on their pooled out-of-fold scores, and measure
+"""Compare cross-validation runs of python -m train --cv on their pooled out-of-fold scores, and measure
 the ensemble of every pair (the two runs' fold models averaged on the same held-out patients).
 
     python -m train.compare_cv runs/cv/fixed_basic runs/cv/tight_basic ... --out COMPARISON.md

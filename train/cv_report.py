@@ -1,6 +1,6 @@
 """The cross-validation's report: the epoch and threshold chosen on pooled out-of-fold scores, the
-pooled, per-fold and per-group figures (cv.json) and their Markdown (cv.md). Shared by edge-train --cv,
-edge-train --ensemble and `python -m train.torch_cv report`."""
+pooled, per-fold and per-group figures (cv.json) and their Markdown (cv.md). Shared by python -m train --cv,
+python -m train --ensemble and `python -m train.torch_cv report`."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""edge-train --cv: choose the epoch and threshold by cross-validation grouped by patient (leukemia) or
+"""python -m train --cv: choose the epoch and threshold by cross-validation grouped by patient (leukemia) or
 near-duplicate group (brain), then train the shipped model on all of the data with that recipe."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""edge-train --ensemble: average the models of several cross-validated recipes that share their
+"""python -m train --ensemble: average the models of several cross-validated recipes that share their
 preprocessing and folds. The ensemble's out-of-fold score is the mean of the members' (each at its
 own chosen epoch), its threshold comes from those pooled scores, and it ships as one model: one
 input, the members side by side, their scores averaged (one .tflite, one invoke)."""
@@ -50,7 +50,7 @@ def load_members(runs: list[Path]) -> list[dict]:
 
 def train_ensemble(task: str, runs: list[str], data: list[str], out: str | Path, cache: str | None = None) -> dict:
     """The members' fold models averaged fold by fold, their recipes each trained on all of the data and
-    averaged -> out, a run folder that edge-convert converts; -> the cv.json content."""
+    averaged -> out, a run folder that python -m convert converts; -> the cv.json content."""
     import keras
 
     from train.fitting import fit

@@ -1,4 +1,4 @@
-"""edge-train and edge-convert need the `train` extra; on a device installed without it they say so in one
+"""python -m train and python -m convert need the `train` extra; on a device installed without it they say so in one
 line instead of failing on an import deep inside."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The data and preprocessing options that edge-train and `python -m train.torch_cv export` share, and
+"""The data and preprocessing options that python -m train and `python -m train.torch_cv export` share, and
 the preprocessing spec they give."""
 from __future__ import annotations
 

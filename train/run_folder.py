@@ -1,6 +1,6 @@
-"""The run folder: what a training run writes and conversion reads. Every trainer (edge-train --cv in
-train/cv_run.py, edge-train --ensemble in train/ensemble.py, `python -m train.torch_cv assemble`)
-writes it through this module, and edge-convert reads it through this module.
+"""The run folder: what a training run writes and conversion reads. Every trainer (python -m train --cv in
+train/cv_run.py, python -m train --ensemble in train/ensemble.py, `python -m train.torch_cv assemble`)
+writes it through this module, and python -m convert reads it through this module.
 
     config.json      RunConfig: what the shipped model is (task, labels, preprocessing, threshold),
                      its Recipe and a summary of its cross-validation (CvSummary, with the fold models)
@@ -10,7 +10,7 @@ writes it through this module, and edge-convert reads it through this module.
     oof_scores.npz   out-of-fold scores of every epoch (scores, fold_of, y, tta_epoch<e>)
     folds/           the fold models, named in config.json's cv.fold_models (relative to the run)
 
-config.json has two layouts in the shipped records (models/training/<model>/config.json): edge-train's,
+config.json has two layouts in the shipped records (models/training/<model>/config.json): python -m train's,
 and train/torch_cv.py's (with trained_with, without train_seconds); both read and write back equal.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Recipe:
     frozen_epochs: int | None = None  # lite0: epochs training the head alone
     group_balance: bool = False  # images weighted by 1/sqrt(images of their group)
     ema: float | None = None  # momentum of the weights' moving average, scored and shipped
-    ensemble_of: list[dict] | None = None  # edge-train --ensemble: [{"run", "recipe", "epoch"}]
+    ensemble_of: list[dict] | None = None  # python -m train --ensemble: [{"run", "recipe", "epoch"}]
 
     _ORDER = ("ensemble_of", "preprocessing", "backbone", "width", "learning_rate", "horizon", "batch_size", "augment",
               "seed", "framework", "frozen_epochs", "group_balance", "ema")
@@ -64,7 +64,7 @@ class Recipe:
 @dataclass(frozen=True)
 class CvSummary:
     """config.json's "cv": the cross-validation that chose the shipped model's epoch and threshold,
-    and the fold models edge-convert verifies on their held-out images."""
+    and the fold models python -m convert verifies on their held-out images."""
     folds: int
     cells: int
     patients: int
@@ -121,7 +121,7 @@ class RunConfig:
     @classmethod
     def from_json(cls, data: dict) -> RunConfig:
         if "cv" not in data:
-            raise ValueError("not a cross-validated run (edge-train --cv): the single-split trainer that wrote it is gone")
+            raise ValueError("not a cross-validated run (python -m train --cv): the single-split trainer that wrote it is gone")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -208,13 +208,13 @@ def read_split(run: Path, root: str | Path | None = None) -> dict:
 
 
 def fold_model_path(fold: int, epoch: int) -> str:
-    """Where edge-train --cv keeps fold `fold`'s model of epoch `epoch`, relative to the run."""
+    """Where python -m train --cv keeps fold `fold`'s model of epoch `epoch`, relative to the run."""
     return f"folds/fold{fold}/epoch{epoch:02d}.keras"
 
 
 @dataclass(frozen=True)
 class RunFolder:
-    """A run folder as edge-convert reads it: its model, config and split (paths resolved against the data root)."""
+    """A run folder as python -m convert reads it: its model, config and split (paths resolved against the data root)."""
     path: Path
     model_path: Path
     config: RunConfig
@@ -228,7 +228,7 @@ class RunFolder:
         run = model_path.parent
         for needed in (model_path, run / CONFIG, run / SPLIT):
             if not needed.is_file():
-                raise FileNotFoundError(f"{needed}: not found (expected an edge-train run folder)")
+                raise FileNotFoundError(f"{needed}: not found (expected a `python -m train` run folder)")
         return cls(run, model_path, read_config(run), read_split(run, root))
 
 

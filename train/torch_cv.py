@@ -2,10 +2,10 @@
 a lent GPU machine that has PyTorch but no TensorFlow (Keras training of Lite0 takes tens of minutes
 per fold on 2 CPU cores). The shipped brain model comes from here: `run --save-epoch E --all-data`
 trains it on the GPU, `assemble` moves its weights into the Keras model of train/model.py and writes
-an edge-train run folder (train/run_folder.py) that edge-convert converts (`make brain-model`). The
-shipped leukemia model, the compact CNN, is trained by edge-train.
+a `python -m train` run folder (train/run_folder.py) that python -m convert converts (`make brain-model`). The
+shipped leukemia model, the compact CNN, is trained by python -m train.
 
-Same as `edge-train --cv`: the preprocessed arrays, groups and folds (exported here), the networks
+Same as `python -m train --cv`: the preprocessed arrays, groups and folds (exported here), the networks
 (Lite0 from the same ImageNet state dict, its BatchNorm kept in inference mode), balanced class
 weights, batch 32, Adam, the cosine schedules, stain and blur jitter (train/augment.py). The Keras
 preprocessing layers are matched by their PyTorch counterparts (flips, affine, brightness, contrast,
@@ -14,7 +14,7 @@ saturation, hue), so run the compact CNN here too and compare backbones within t
     python -m train.torch_cv export brain --data DIR --data DIR2 --out runs/gpu/brain_128.npz
     python -m train.torch_cv run runs/gpu/brain_128.npz --task brain --backbone lite0 --augment light --out DIR  (GPU)
     python -m train.torch_cv report runs/gpu/brain_128.npz DIR   (writes DIR/cv.json and DIR/cv.md)
-    python -m train.torch_cv assemble runs/gpu/brain_128.npz DIR --out runs/cv/brain_lite0   (then edge-convert it)
+    python -m train.torch_cv assemble runs/gpu/brain_128.npz DIR --out runs/cv/brain_lite0   (then python -m convert it)
 
 int8 against float32 on the fold models of `run --save-epoch E` is measured on the convert side:
 `python -m convert.fold_int8 runs/gpu/brain_128.npz DIR --epoch E`.
@@ -40,8 +40,8 @@ RECIPE = "recipe.json"  # a run's recipe and fold times, beside its oof_scores.n
 
 
 def export(argv: list[str]) -> int:
-    """edge-train's data options (task, --data, --size, crops, --cv, --seed, --cache; --out is the .npz)
-    -> uint8 images, labels, groups and the folds of `edge-train --cv`."""
+    """python -m train's data options (task, --data, --size, crops, --cv, --seed, --cache; --out is the .npz)
+    -> uint8 images, labels, groups and the folds of `python -m train --cv`."""
     from train.crossval import group_folds, grouped_images
     from train.options import add_data_arguments, spec_of
 
@@ -241,7 +241,7 @@ def train_fold(arrays: str, task: str, backbone: str, augment: str, epochs: int,
     held, train = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)  # fold -1: all of them
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(1)  # one process per fold: their threads would otherwise contend
-    stream = seed + max(fold, 0)  # fold k as edge-train's fold k; all data as its shipped model (seed + 0)
+    stream = seed + max(fold, 0)  # fold k as python -m train's fold k; all data as its shipped model (seed + 0)
     torch.manual_seed(stream)
     generator = torch.Generator(device=device).manual_seed(stream)
     rng = np.random.default_rng(stream)
@@ -353,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(arrays: str, run_dir: str, tta: bool, epoch: int | None = None) -> int:
-    """cv.json and cv.md of a run, chosen and summarised exactly as edge-train --cv does, and a split.json
+    """cv.json and cv.md of a run, chosen and summarised exactly as python -m train --cv does, and a split.json
     of its groups and folds (images by their index in the arrays) for train.compare_cv."""
     from edge.labels import labels_for
     from train.cv_report import oof_report
@@ -399,9 +399,9 @@ def keras_fold_models(source: Path, target: Path, epoch: int, folds: int, shape)
 
 
 def assemble(arrays: str, run_dir: str, out: str) -> Path:
-    """A run of `run --save-epoch E` (folds and --all-data) and its report at epoch E -> an edge-train
+    """A run of `run --save-epoch E` (folds and --all-data) and its report at epoch E -> a `python -m train`
     run folder (train/run_folder.py: the model, its fold models, split, cross-validation and config) that
-    edge-convert converts and verifies on the fold models' held-out images, as it does for edge-train --cv runs."""
+    python -m convert converts and verifies on the fold models' held-out images, as it does for python -m train --cv runs."""
     from edge.labels import labels_for
     from train.run_folder import (CV_MARKDOWN, MODEL, OOF_SCORES, CvSummary, Recipe, RunConfig, cv_split, read_cv,
                                   write_config, write_cv, write_split)
@@ -412,7 +412,7 @@ def assemble(arrays: str, run_dir: str, out: str) -> Path:
     epoch, recipe = cv["epoch"], Recipe.from_json(cv["recipe"])
     task = task_of(recipe.preprocessing)
     if recipe.backbone != "lite0":
-        raise ValueError(f"{source}: only Lite0 runs can be assembled (the compact CNN is trained by edge-train)")
+        raise ValueError(f"{source}: only Lite0 runs can be assembled (the compact CNN is trained by python -m train)")
     shape = stored["x"].shape[1:]
     fold_models = keras_fold_models(source, target, epoch, cv["folds"], shape)
     model = keras_lite0(dict(np.load(source / f"all_epoch{epoch:02d}.npz")), shape)
@@ -458,7 +458,7 @@ def main(argv=None) -> int:
     assembler = commands.add_parser("assemble")
     assembler.add_argument("arrays")
     assembler.add_argument("run_dir", help="a run with cv.json, its fold weights and all-data weights at the CV's epoch")
-    assembler.add_argument("--out", required=True, help="the edge-train run folder to write, for edge-convert")
+    assembler.add_argument("--out", required=True, help="the python -m train run folder to write, for python -m convert")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.all_data and not args.save_epoch:

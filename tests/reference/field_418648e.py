@@ -258,7 +258,7 @@ def cell_crops(frame_rgb: np.ndarray, cells: list[Cell], margin: int = CROP_MARG
 # -- scale: field crops brought to the training magnification -------------------------------------
 RED_CELL_UM = 7.5  # diameter of a red blood cell (about 7.5 um), the ruler every smear carries
 # C-NMC cells (the leukemia model's training data): normal (hem) cells have a median equivalent
-# diameter of 179 px (blasts 214 px; python -m benchmarks.field_scale). Taking a normal B-lymphoid
+# diameter of 179 px (blasts 214 px; python -m benchmarks.studies.field_scale). Taking a normal B-lymphoid
 # cell as about 9 um across gives the training scale. The 9 um is an assumption from haematology
 # texts (small lymphocytes 7-10 um), not a calibration: C-NMC publishes no micrometres per pixel.
 CNMC_NORMAL_CELL_PX = 179.0

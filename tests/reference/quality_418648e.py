@@ -1,6 +1,6 @@
 """Input quality gates: reasons an image should not be trusted to the model.
 
-Measured on the real data (see benchmarks/quality_thresholds.py and README): every brain MRI and
+Measured on the real data (see benchmarks/studies/quality_thresholds.py and README): every brain MRI and
 C-NMC cell passes its own model's gates; a grey image is refused by the colour cell model, a
 colour image by the MRI model, and blank, saturated and strongly blurred images by both.
 """
@@ -11,7 +11,7 @@ from PIL import Image
 
 ANALYSIS_SIDE = 256  # measured on a copy at most this large, so the gates cost little on a Pi
 
-# Thresholds, from the distributions over the real data (python -m benchmarks.quality_thresholds,
+# Thresholds, from the distributions over the real data (python -m benchmarks.studies.quality_thresholds,
 # 300 sampled images per set; the figures are in README.md "Input quality gates").
 MIN_CELL_COLOUR = 15.0  # mean channel gap of non-black pixels: C-NMC cells min 32.9, brain MRI max 7.2
 MAX_MRI_COLOUR = 15.0

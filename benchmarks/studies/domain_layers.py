@@ -5,7 +5,7 @@ scores (pooled over the folds, threshold at 5% flagged); the other sets are scor
 model and the flag rates averaged. Ways compared: one Mahalanobis on the last layer, or on several
 layers side by side, or the largest of per-layer distances each scaled by its training 95%.
 
-    python -m benchmarks.domain_layers runs/cv/fixed_stain_blur runs/cv/brain_192_e32 [--data DIR] [--out FILE]
+    python -m benchmarks.studies.domain_layers runs/cv/fixed_stain_blur runs/cv/brain_192_e32 [--data DIR] [--out FILE]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.domain import corruptions, field_cells, sample_paths
+from benchmarks.studies.domain import corruptions, field_cells, sample_paths
 from convert.domain import IN_DOMAIN_FLAG_RATE, fitted_check
 from edge.images import load_image
 from edge.preprocess import preprocess
@@ -148,14 +148,14 @@ def markdown(run: Path, task: str, table: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.domain_layers", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.domain_layers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="edge-train --cv run folders (their folds/ and oof_scores.npz)")
+    parser.add_argument("runs", nargs="+", help="python -m train --cv run folders (their folds/ and oof_scores.npz)")
     parser.add_argument("--data", help="data root (default: $EDGE_DATA, else shared/data beside the checkout)")
     parser.add_argument("--limit", type=int, default=300, help="images per set")
     parser.add_argument("--out", help="write the markdown table here too")
     args = parser.parse_args(argv)
-    command = " ".join(["python -m benchmarks.domain_layers", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m benchmarks.studies.domain_layers", *(sys.argv[1:] if argv is None else argv)])
     lines = ["# Out-of-domain check: which layers", "", f"`{command}`", "",
              "Share flagged at the threshold that flags 5% of the out-of-fold in-domain images.", ""]
     for run in args.runs:

@@ -1,8 +1,8 @@
-"""One inference engine in its own process, driven over stdin by benchmarks/peers.py, so engines
+"""One inference engine in its own process, driven over stdin by benchmarks/studies/peers.py, so engines
 that need different environments (tflite-runtime wants numpy<2; onnxruntime) are timed
 interleaved in one run. Needs only numpy and the engine itself.
 
-    python -m benchmarks.peer_worker --engine onnxruntime --model m.onnx --threads 1 --inputs x.npy
+    python -m benchmarks.studies.peer_worker --engine onnxruntime --model m.onnx --threads 1 --inputs x.npy
 
 Prints one JSON line after loading ({"init_ms", "first_ms", "version"}), then answers each
 command with one JSON line: `run K` -> {"samples_ms": [K bare inference times]};

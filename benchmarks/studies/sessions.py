@@ -5,7 +5,7 @@ chosen on all groups and judged on groups it was not chosen on (chosen on four f
 to the fifth's). Reads the per-group figures in models/<task>_verification.json and the folds in
 models/<task>_split.json.
 
-    python -m benchmarks.sessions [--models models] [--out benchmarks/SESSIONS.md]
+    python -m benchmarks.studies.sessions [--models models] [--out benchmarks/SESSIONS.md]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def shipped_table(models: Path, task: str) -> tuple[dict, dict, tuple[str, str]]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sessions", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.sessions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="models")
     parser.add_argument("--out", help="write the markdown here too")
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     table_text = "\n".join(lines)
     print(table_text)
     if args.out:
-        Path(args.out).write_text(f"# Session calls, `python -m benchmarks.sessions`\n\n{__doc__.split(chr(10) + chr(10))[0]}"
+        Path(args.out).write_text(f"# Session calls, `python -m benchmarks.studies.sessions`\n\n{__doc__.split(chr(10) + chr(10))[0]}"
                                   f"\n\n{table_text}\n")
     return 0
 

@@ -1,9 +1,9 @@
 """Every real image through the device pipeline and through the code it replaced (commit 418648e,
 kept verbatim in tests/reference/): the preprocessed model input must be identical (np.array_equal)
 and the quality gates must decide alike, on the image, on its analysis copy blurred with radius 2
-(benchmarks/quality_thresholds.py's blurred set) and on its grey version.
+(benchmarks/studies/quality_thresholds.py's blurred set) and on its grey version.
 
-    python -m benchmarks.pipeline_exact [--data ../shared/data] [--step 1]     # about 6 minutes
+    python -m benchmarks.studies.pipeline_exact [--data ../shared/data] [--step 1]     # about 6 minutes
 
 tests/test_pipeline_exact.py runs the same comparison on every 40th image.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETS = {
     "cnmc": ("cnmc/*/*", [{"name": "cnmc_cell", "size": 96, "crop": "fixed"},
                           {"name": "cnmc_cell", "size": 96, "crop": "tight"}]),

@@ -1,7 +1,7 @@
 """Cold start of edge-classify: wall time from process start to the first result, and the peak
 memory of that process, over several fresh processes (median reported).
 
-    python -m benchmarks.cold_start --model leukemia_int8 IMAGE [--python /path/to/edge-only/python] [--runs 7]
+    python -m benchmarks.studies.cold_start --model leukemia_int8 IMAGE [--python /path/to/edge-only/python] [--runs 7]
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 - per class folder, what the leukemia model calls the fields' white cells and how many its domain
   check flags, with the crops left at the camera's scale and brought to the training scale.
 
-    python -m benchmarks.field_scale [--data DIR] [--model leukemia_int8] [--out benchmarks/FIELD_SCALE.md]
+    python -m benchmarks.studies.field_scale [--data DIR] [--model leukemia_int8] [--out benchmarks/FIELD_SCALE.md]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def cnmc_diameters(root: Path, per_label: int = 200) -> dict[str, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.field_scale", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.field_scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="data root (default: $EDGE_DATA, else shared/data beside the checkout)")
     parser.add_argument("--model", default="leukemia_int8")
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = data_root(args.data)
     diameters = cnmc_diameters(root)
-    lines = ["# Field mode and the cell's scale", "", f"`python -m benchmarks.field_scale --model {args.model}`", "",
+    lines = ["# Field mode and the cell's scale", "", f"`python -m benchmarks.studies.field_scale --model {args.model}`", "",
              "C-NMC equivalent diameters (200 random cells per label): " + ", ".join(
                  f"{label} median {np.median(d):.0f} px (p10 {np.percentile(d, 10):.0f}, p90 {np.percentile(d, 90):.0f})"
                  for label, d in diameters.items()) +

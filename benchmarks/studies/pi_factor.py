@@ -1,8 +1,8 @@
 """This machine's speed against a Raspberry Pi 4, measured: the published Pi 4 figure's model run
 here with the same runtime family and thread count, so a Pi figure can be turned into a target here.
 
-    python -m benchmarks.pi_factor                       # about a minute (TensorFlow builds the model)
-    python -m benchmarks.pi_factor --json runs/pi_factor.json
+    python -m benchmarks.studies.pi_factor                       # about a minute (TensorFlow builds the model)
+    python -m benchmarks.studies.pi_factor --json runs/pi_factor.json
 
 The anchor is XNNPACK's own table (README of google/XNNPACK, "Raspberry Pi", benchmarked on
 2020-02-12 with end2end-bench on Raspbian Buster): MobileNet v2 1.0X, float32, 224x224 input,

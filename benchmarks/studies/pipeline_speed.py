@@ -1,10 +1,10 @@
 """The device pipeline on a Raspberry Pi's budget (issue 30): per-stage medians of the frame path in
 cell and field mode, the pipeline before this work beside it (interleaved, one run), and each figure
-against its Pi 4 target divided by the Pi factor (benchmarks/pi_factor.py).
+against its Pi 4 target divided by the Pi factor (benchmarks/studies/pi_factor.py).
 
-    python -m benchmarks.pipeline_speed                       # all sections, about 3 minutes
-    python -m benchmarks.pipeline_speed --only cell           # or field, models
-    python -m benchmarks.pipeline_speed --pi-factor runs/pi_factor.json --json runs/pipeline_speed.json
+    python -m benchmarks.studies.pipeline_speed                       # all sections, about 3 minutes
+    python -m benchmarks.studies.pipeline_speed --only cell           # or field, models
+    python -m benchmarks.studies.pipeline_speed --pi-factor runs/pi_factor.json --json runs/pipeline_speed.json
 
 - cell: held-out C-NMC cells (the leukemia split's test subset when it has one), each centred on a
   black 640x480 frame as a camera sees a segmented cell; capture to result without a file decode:
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import cpu_description, one_line
-from benchmarks.pi_factor import PI4_TARGETS_MS, load_factor
+from benchmarks.studies.pi_factor import PI4_TARGETS_MS, load_factor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = Path(os.environ.get("EDGE_DATA", ROOT.parent / "shared" / "data"))
 STAGES = ("quality", "preprocess", "quantize", "invoke", "dequantize", "domain")
 
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="passes over the frames")
     parser.add_argument("--runs", type=int, default=300, help="timed invokes per model and thread count")
     parser.add_argument("--pi-factor", type=Path, default=ROOT / "runs" / "pi_factor.json",
-                        help="the --json of benchmarks.pi_factor (the targets are printed when it exists)")
+                        help="the --json of benchmarks.studies.pi_factor (the targets are printed when it exists)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the pipeline before (tests/reference)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ the others go through the device pipeline of the shipped model:
   inverted grey levels (MRI, which has no colour to swap).
 For each: the share flagged out of domain and the ROC AUC of the distance against the in-domain one.
 
-    python -m benchmarks.domain [--data DIR] [--limit 300] [--out benchmarks/DOMAIN.md]
+    python -m benchmarks.studies.domain [--data DIR] [--limit 300] [--out benchmarks/DOMAIN.md]
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from edge.classifier import Classifier
 from edge.images import ImageError, load_image
 from train.data_root import data_root, resolve
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def corruptions(task: str) -> dict:
@@ -118,7 +118,7 @@ def markdown(rows: list[dict], command: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.domain", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.domain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="data root (default: $EDGE_DATA, else shared/data beside the checkout)")
     parser.add_argument("--limit", type=int, default=300, help="images per set")
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = data_root(args.data)
     rows = [row for model in args.models for row in measure(model, root, args.limit)]
-    text = markdown(rows, " ".join(["python -m benchmarks.domain", *(sys.argv[1:] if argv is None else argv)]))
+    text = markdown(rows, " ".join(["python -m benchmarks.studies.domain", *(sys.argv[1:] if argv is None else argv)]))
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -1,6 +1,6 @@
 """Frame rate and capture-to-result latency of edge-live, from the summary it logs.
 
-    python -m benchmarks.live_fps [--data ../shared/data] [--threads N] [--frames 300] [--viewers 2]
+    python -m benchmarks.studies.live_fps [--data ../shared/data] [--threads N] [--frames 300] [--viewers 2]
 
 Cell mode: a 640x480 MJPEG video made of held-out C-NMC test cells (the leukemia test split),
 each centred on black as the model expects, played like a camera at the target rate (30 fps: does
@@ -30,7 +30,7 @@ import numpy as np
 from edge.images import load_image
 from edge.model_store import resolve_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_cell_video(data: Path, path: Path, frames: int) -> Path:

@@ -2,9 +2,9 @@
 white cells found by edge.field against our by-eye counts, the leukemia model's blast calls per
 class folder, and the time of find_white_cells + cell_crops + classify_batch per frame.
 
-    python -m benchmarks.field_count                      # all three sections, markdown on stdout
-    python -m benchmarks.field_count --only count         # or classify, time
-    python -m benchmarks.field_count --threads 2 --repeats 3 --model leukemia_int8
+    python -m benchmarks.studies.field_count                      # all three sections, markdown on stdout
+    python -m benchmarks.studies.field_count --only count         # or classify, time
+    python -m benchmarks.studies.field_count --threads 2 --repeats 3 --model leukemia_int8
 
 The by-eye counts are ours (benchmarks/field_counts.csv, described in its header and in
 benchmarks/FIELD_COUNT.md); results are in FIELD_COUNT.md.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-COUNTS = Path(__file__).with_name("field_counts.csv")
+ROOT = Path(__file__).resolve().parents[2]
+COUNTS = Path(__file__).resolve().parents[1] / "field_counts.csv"
 DEFAULT_DATA = Path(os.environ.get("EDGE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "blood_smear_fields"
 CLASSES = ("benign", "early", "pre", "pro")
 INT_COLUMNS = ("white_cells", "smudge_cells", "judged_detections", "tp", "added", "fp_smudge", "fp_split", "fp_other",

@@ -1,7 +1,7 @@
 """Measure the quality-gate figures (edge/quality.py) over the real data, and over blurred,
 blank and saturated versions of it, to set and check the thresholds.
 
-    python -m benchmarks.quality_thresholds --data ../shared/data
+    python -m benchmarks.studies.quality_thresholds --data ../shared/data
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The shipped float32 and int8 models on ai-edge-litert against what a user would otherwise pick:
 tflite-runtime 2.14 (its own environment: numpy<2) and ONNX Runtime on the float model converted
-with tf2onnx. Desktop only. Every engine runs in its own process (benchmarks/peer_worker.py) on the
+with tf2onnx. Desktop only. Every engine runs in its own process (benchmarks/studies/peer_worker.py) on the
 same preprocessed inputs, timed in rounds of a few invokes that rotate over the engines, so
 machine noise hits them alike; only one engine computes at a time.
 
-    python -m benchmarks.peers --model leukemia_int8 --data ../shared/data/cnmc --split test --threads 1 2
+    python -m benchmarks.studies.peers --model leukemia_int8 --data ../shared/data/cnmc --split test --threads 1 2
 
 --builtin-kernels adds ai-edge-litert without its default XNNPACK delegate, to show which
 kernels make the difference. Environments (missing ones are skipped with a note): this Python for ai-edge-litert;
@@ -58,7 +58,7 @@ class Worker:
         self.label = label
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
-            [python, "-m", "benchmarks.peer_worker", "--engine", engine, "--model", str(model),
+            [python, "-m", "benchmarks.studies.peer_worker", "--engine", engine, "--model", str(model),
              "--threads", str(threads), "--inputs", inputs],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         self.loaded = self._read()
@@ -215,7 +215,7 @@ def run(args, argv) -> int:
                 threshold = thresholds[r["precision"]]
                 r["metrics"] = accuracy.evaluate(labels, r["scores"], threshold, tuple(float_metadata["labels"]))
                 r["agreement"] = accuracy.agreement(r["scores"], threshold, reference["scores"], thresholds["float32"])
-    lines = [f"`python -m benchmarks.peers {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
+    lines = [f"`python -m benchmarks.studies.peers {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"{len(inputs)} inputs ({'images of ' + args.data if args.data else 'random'}"
              f"{', ' + args.split + ' split' if args.split else ''}); {args.runs} timed runs per engine in rounds of "
              f"{ROUND}, after {args.warmup} warm-up; {model_macs / 1e6:.1f} M MACs per inference; "
