@@ -325,5 +325,5 @@ def capture_for_run(run, rgb, record: dict, number: int, crops=None) -> None:
     except OSError as error:
         run.event("capture_failed", f"capture not saved ({error.strerror or error})")
         return
-    if run.web:
-        run.web.add_event("capture", f"capture {bench.captures}: {len(ids)} cells")
+    if run.state:
+        run.state.add_event("capture", f"capture {bench.captures}: {len(ids)} cells")

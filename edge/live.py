@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from edge.args import frame_rate, host_port, positive_int, positive_number, thread_count, unwritable_file, unwritable_folder
-from edge.classifier import STAGES, Classifier
+from edge.classifier import NON_ANSWERS, STAGES, Classifier
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
 from edge.sources import (CameraSettings, FolderSource, LatestFrame, SourceError, list_cameras, open_source,
@@ -206,10 +206,12 @@ def now_iso() -> str:
 
 
 class LiveRun:
-    """One run of the capture -> classify -> overlay -> log loop."""
+    """One run of the capture -> classify -> overlay -> log loop. With --serve it writes what the page
+    shows into `state` (edge.live_state.LiveState) and knows nothing of the server."""
 
-    def __init__(self, args: argparse.Namespace, classifier, source, log: ResultsLog | None, web=None):
-        self.args, self.classifier, self.source, self.log, self.web = args, classifier, source, log, web
+    def __init__(self, args: argparse.Namespace, classifier, source, log: ResultsLog | None, state):
+        self.args, self.classifier, self.source, self.log, self.state = args, classifier, source, log, state
+        self.session = args.session  # changed by change_session (args stay as given)
         self.positive_label = classifier.labels[1]
         self.stop_requested = threading.Event()
         self.snapshot_requested = threading.Event()
@@ -228,15 +230,15 @@ class LiveRun:
         self.skipped_reported = 0
         self.failed_frames = 0
         self.focus_history: deque[float] = deque(maxlen=FOCUS_HISTORY)
-        # args.session, summary and totals change together (a frame, or a session started from the web page)
+        # session, summary and totals change together (a frame, or a session started from the web page)
         self.session_lock = threading.Lock()
-        self.session_offset = os.fstat(log.fd).st_size if log else 0  # where this run's session starts in the log
+        self._publish_session(os.fstat(log.fd).st_size if log else 0)  # where this run's session starts in the log
 
     # -- events and output ------------------------------------------------------------------
     def event(self, kind: str, message: str) -> None:
         say(message)
-        if self.web:
-            self.web.add_event(kind, message)
+        if self.state:
+            self.state.add_event(kind, message)
         if self.log:
             self.log.write({"time": now_iso(), "event": kind, "source": str(self.source), "message": message})
 
@@ -337,7 +339,7 @@ class LiveRun:
             lines.append(f"cells {self.totals['cells']}  {positive} {self.totals['blasts']} ({ratio:.0%})"
                          + (f"  ? {self.totals['out_of_domain']}" if self.totals["out_of_domain"] else ""))
         call = self.classifier.spec.display_name(self.summary.as_dict()["call"])
-        name = self.args.session or "no session"  # the call first: a long name never hides it
+        name = self.session or "no session"  # the call first: a long name never hides it
         lines.append(f"{call}: {name if len(name) <= 24 else name[:21] + '...'}")
         return lines
 
@@ -346,25 +348,34 @@ class LiveRun:
         (session_start), or none: records then carry "session": null until one is started. The
         running summary and field totals start over."""
         with self.session_lock:
-            ended, final = self.args.session, self.summary.as_dict()
+            ended, final = self.session, self.summary.as_dict()
             if self.log and ended is not None:
                 self.log.write({"time": now_iso(), "event": "session_end", "session": ended, "summary": final,
                                 **({"totals": dict(self.totals)} if self.args.mode == "field" else {})})
-            self.session_offset = os.fstat(self.log.fd).st_size if self.log else 0
+            offset = os.fstat(self.log.fd).st_size if self.log else 0
             if self.log and name is not None:
                 self.log.write({"time": now_iso(), "event": "session_start", "session": name})
-            self.args.session = name
+            self.session = name
             if self.args.sessions:
                 from edge.bench import start_for_run
                 start_for_run(self, name)
             self.summary = SessionSummary(self.classifier.labels, self.classifier.spec.session_rule)
             self.totals = dict.fromkeys(self.totals, 0)
+            self._publish_session(offset)
         message = (f"session {ended!r} ended ({final['images']} inputs, call {final['call']}); " if ended is not None
                    else "") + (f"session {name!r} started" if name is not None else "no session until one is started")
         say(message)
-        if self.web:
-            self.web.add_event("session", message)
+        if self.state:
+            self.state.add_event("session", message)
         return {"ended": ended, "ended_summary": final if ended is not None else None, "session": name}
+
+    def _publish_session(self, offset: int) -> None:
+        if self.state:
+            self.state.session_changed(self.session, offset, self.summary.as_dict(), self._totals())
+
+    def _totals(self) -> dict | None:
+        """Field mode: a copy of the session's totals for the page; None in cell mode."""
+        return dict(self.totals) if self.args.mode == "field" else None
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -404,18 +415,21 @@ class LiveRun:
             and classified - self.last_positive_snapshot >= POSITIVE_SNAPSHOT_INTERVAL_S))
         # the overlay is drawn on a BGR copy only when someone sees it: a window, the web page, a snapshot
         bgr = self.overlay(rgb, draw, focus, classified - frame.captured) if (
-            self.window or self.web or snapshot_due) else None
+            self.window or self.state or snapshot_due) else None
         timings["overlay"] = (time.perf_counter() - drawing_started) * 1000
         timings = {"capture_wait": wait_ms, **timings, "end_to_end": (time.monotonic() - frame.captured) * 1000}
         for stage, value in timings.items():
             self.stage_ms.setdefault(stage, deque(maxlen=STAGE_HISTORY)).append(value)
+        summary = self.summary.as_dict() if self.log or self.state else None
         if self.log:
             self.log.write({"time": now_iso(), "frame": frame.number, "source": str(self.source),
-                            "mode": self.args.mode, "session": self.args.session, **record,
-                            "focus": round(focus, 1), "summary": self.summary.as_dict(),
+                            "mode": self.args.mode, "session": self.session, **record,
+                            "focus": round(focus, 1), "summary": summary,
                             "latency_ms": {k: round(v, 3) for k, v in timings.items()}})
-        if self.web:
-            self.web.publish(bgr, record, frame.number, self.classifier.spec, rgb)
+        if self.state:
+            self.state.publish(bgr, record, frame.number, rgb)
+            self.state.frame_done(frames=self.frames, fps=self.fps(), timings=timings, focus=focus,
+                                  focus_peak=max(self.focus_history), summary=summary, totals=self._totals())
         if self.capture_requested.is_set():
             self.capture_requested.clear()
             from edge.bench import capture_for_run
@@ -490,9 +504,9 @@ class LiveRun:
                        "fps": round(self.frames / elapsed, 2) if elapsed else 0.0,
                        "median_ms": {stage: round(statistics.median(values), 3)
                                      for stage, values in self.stage_ms.items()}}
-            if self.web:
-                self.web.source_state = "ended" if frames.ended else "stopped"
-        summary["session"] = self.args.session
+            if self.state:
+                self.state.source_stopped("ended" if frames.ended else "stopped")
+        summary["session"] = self.session
         summary["summary"] = self.summary.as_dict()
         if self.args.mode == "field":
             summary["totals"] = {**self.totals, "blast_ratio": round(self.totals["blasts"] / self.totals["cells"], 4)
@@ -569,11 +583,17 @@ def main(argv=None) -> int:
     delivered = source.describe()
     if delivered:
         say(delivered)
-    web = None
+    web = state = None
     if args.serve:
+        from edge.live_state import LiveState
         from edge.web import WebServer
+        spec = classifier.spec
+        state = LiveState(model=classifier.model_path.name, labels=classifier.labels,
+                          names={code: spec.display_name(code) for code in (*classifier.labels, *NON_ANSWERS)},
+                          threshold=spec.threshold, mode=args.mode, source=str(source), log=args.log,
+                          stream_fps=args.serve_fps)
         try:
-            web = WebServer(args.serve, token, max_fps=args.serve_fps)
+            web = WebServer(args.serve, state, token)
         except OSError as error:
             print(f"edge-live: --serve {args.serve[0]}:{args.serve[1]}: cannot listen there "
                   f"({error.strerror or error})", file=sys.stderr)
@@ -582,8 +602,8 @@ def main(argv=None) -> int:
 
     def log_problem(message: str) -> None:  # a full disk: said, and shown on the web page
         say(message)
-        if web:
-            web.add_event("log", message)
+        if state:
+            state.add_event("log", message)
     try:
         log = ResultsLog(args.log, on_problem=log_problem) if args.log else None
     except OSError as error:
@@ -592,11 +612,11 @@ def main(argv=None) -> int:
         if web:
             web.close()
         return 2
-    run = LiveRun(args, classifier, source, log, web)
+    run = LiveRun(args, classifier, source, log, state)
     if args.sessions:
         from edge.bench import start_for_run
         try:
-            start_for_run(run, args.session)
+            start_for_run(run, run.session)
         except OSError as error:
             print(f"edge-live: --sessions {args.sessions}: {error.strerror or error}", file=sys.stderr)
             source.close()
@@ -620,7 +640,9 @@ def main(argv=None) -> int:
                    **({"camera": delivered} if delivered else {}),
                    **({"serve": f"{args.serve[0]}:{web.server_address[1]}"} if web else {})})
     if web:
-        web.start(run)
+        from edge.web import Commands
+        web.start(Commands(change_session=run.change_session, capture=run.capture_requested.set,
+                           bench=lambda: run.bench))
         if args.token_file:
             say(f"live page at {web.page_url(token_shown='<the token in ' + args.token_file + '>')}")
         else:

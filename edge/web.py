@@ -9,10 +9,11 @@
     /api/log            the current session's lines of the --log file (404 without --log)
     /api/thumbnail/N.jpg  one of the latest flagged or positive cells or frames
 
-The loop only hands over references (the newest annotated frame, events, a thumbnail at most once a
-second); JPEG encoding happens here, at most once per frame and at most --serve-fps times a second
-whoever watches, so viewers never slow classification. Bound beyond the loopback address, every
-request needs the token (?token=... or Authorization: Bearer ...). Nothing here writes a file.
+The server never sees the live loop: it reads the run's state (edge/live_state.py: snapshots, the
+newest frame, thumbnails), encodes the stream there on the viewers' threads, and asks the loop only
+what its Commands allow (change the session, capture the next frame, the open bench session). Bound
+beyond the loopback address, every request needs the token (?token=... or Authorization: Bearer
+...). Nothing here writes a file.
 
 A busy bench cannot stop it: at most MAX_CONNECTIONS connections at once (fewer when the file
 descriptor limit is low: FD_RESERVE descriptors are always left for the camera, the images and the
@@ -34,24 +35,14 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from importlib import resources
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-import cv2
-
-from edge.classifier import NON_ANSWERS
-
 BOUNDARY = "FRAME"
-JPEG_QUALITY = 75
-THUMBNAILS_KEPT = 8
-THUMBNAIL_SIDE = 160
-THUMBNAIL_INTERVAL_S = 1.0  # at most one flagged/positive frame's thumbnails a second
-EVENTS_KEPT = 20
-STATUS_FRAMES = 300  # /api/status medians: the latest frames
 MAX_SESSION_NAME = 100
 MIN_TOKEN_LENGTH = 16
 THUMBNAIL_PATH = re.compile(r"/api/thumbnail/(\d{1,9})\.jpg")
@@ -206,65 +197,23 @@ def read_token(path: str) -> str:
     return token
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class FrameBuffer:
-    """The newest annotated BGR frame. put() stores a reference (no copy, no encoding: the loop's
-    frame is not drawn on afterwards); jpeg() encodes on the caller's thread, at most once per
-    frame and at most once per interval, and shares the bytes with every viewer."""
-
-    def __init__(self, max_fps: float):
-        self.interval = 1.0 / max_fps
-        self._condition = threading.Condition()
-        self._frame = None
-        self._number = 0
-        self._closed = False
-        self._encode_lock = threading.Lock()
-        self._jpeg, self._jpeg_number, self._jpeg_time = b"", 0, float("-inf")
-        self.encoded = 0
-
-    def put(self, bgr) -> None:
-        with self._condition:
-            self._frame = bgr
-            self._number += 1
-            self._condition.notify_all()
-
-    def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-
-    def jpeg(self, newer_than: int = 0, timeout: float = 1.0) -> tuple[int, bytes] | None:
-        """(frame number, JPEG) once a frame newer than newer_than exists; None on timeout or close."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._number > newer_than or self._closed, timeout)
-            if self._number <= newer_than or self._closed:
-                return None
-        with self._encode_lock:
-            recent = time.monotonic() - self._jpeg_time < self.interval
-            if not (self._jpeg_number > newer_than and recent):
-                with self._condition:
-                    frame, number = self._frame, self._number
-                if number != self._jpeg_number:
-                    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                    if not ok:
-                        return None
-                    self._jpeg, self._jpeg_number, self._jpeg_time = data.tobytes(), number, time.monotonic()
-                    self.encoded += 1
-            return self._jpeg_number, self._jpeg
+@dataclass(frozen=True)
+class Commands:
+    """All the page may ask of the live loop."""
+    change_session: Callable[[str | None], dict]  # end the session, start this one (None: none) -> the reply
+    capture: Callable[[], None]  # the next frame classified goes into the open bench session
+    bench: Callable[[], object]  # the open bench session (edge.bench.Bench), None without one
 
 
 class WebServer(ThreadingHTTPServer):
-    """The HTTP server of one edge-live run; binds in the constructor (OSError when it cannot)."""
+    """The HTTP server of one edge-live run, reading only its state (edge.live_state.LiveState) and
+    asking only its Commands; binds in the constructor (OSError when it cannot)."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], token: str | None, max_fps: float = 10.0,
-                 max_connections: int | None = None, request_deadline: float = REQUEST_DEADLINE_S,
-                 names=()):
+    def __init__(self, address: tuple[str, int], state, token: str | None, max_connections: int | None = None,
+                 request_deadline: float = REQUEST_DEADLINE_S, names=()):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -274,16 +223,11 @@ class WebServer(ThreadingHTTPServer):
         self.names = device_names(names)
         self.connections = 0  # open now (the accepting thread adds, each handler's thread takes away)
         self.refused = 0  # connections answered 503 since start
-        self.frames = FrameBuffer(max_fps)
-        self.run = None  # the LiveRun, set by start()
+        self.state = state
+        self.commands: Commands | None = None  # set by start()
         self.stopping = threading.Event()
-        self.source_state = "running"
         self.viewers = 0
         self._lock = threading.Lock()
-        self._events: deque[dict] = deque(maxlen=EVENTS_KEPT)
-        self._thumbnails: deque[tuple[dict, bytes]] = deque(maxlen=THUMBNAILS_KEPT)
-        self._thumbnail_count = 0
-        self._last_thumbnail = float("-inf")
         self._thread: threading.Thread | None = None
 
     def server_bind(self) -> None:
@@ -333,16 +277,16 @@ class WebServer(ThreadingHTTPServer):
         print(f"edge-live: web request from {client_address[0]} failed ({type(error).__name__}: {error})",
               file=sys.stderr, flush=True)
 
-    # -- the run's side ------------------------------------------------------------------------
-    def start(self, run) -> None:
-        self.run = run
+    # -- starting and stopping ----------------------------------------------------------------
+    def start(self, commands: Commands) -> None:
+        self.commands = commands
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.25},
                                         name="edge-live web", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self.stopping.set()
-        self.frames.close()
+        self.state.frames.close()  # the viewers waiting for a frame stop waiting
         if self._thread is not None:
             self.shutdown()
         self.server_close()
@@ -357,90 +301,23 @@ class WebServer(ThreadingHTTPServer):
             host = f"[{host}]"
         return f"http://{host}:{port}/" + (f"?token={token_shown or self.token}" if self.token else "")
 
-    def add_event(self, kind: str, message: str) -> None:
-        with self._lock:
-            self._events.append({"time": _now_iso(), "kind": kind, "message": message})
-            if kind == "source_lost":
-                self.source_state = "lost"
-            elif kind == "source_reopened":
-                self.source_state = "running"
-
-    def publish(self, bgr, record: dict, number: int, spec, rgb=None) -> None:
-        """The loop's hand-over after each frame: the annotated frame, and thumbnails of flagged or
-        positive cells cut from the frame as captured (rgb; at most once a second, a few small JPEGs)."""
-        self.frames.put(bgr)
-        now = time.monotonic()
-        if now - self._last_thumbnail < THUMBNAIL_INTERVAL_S:
-            return
-        positive_label, positive_name = spec.labels[1], spec.display_name(spec.labels[1])
-
-        def caption(result: dict) -> str:
-            mark = "" if result["label"] in spec.labels else "? "
-            return f"{mark}{spec.display_name(result['label'])}, P({positive_name}) {result['probability']:.0%}"
-
-        def shown(result: dict) -> bool:
-            return result["label"] == positive_label or result["label"] not in spec.labels
-
-        if "cells" in record:
-            picks = [(c["box"], caption(c)) for c in record["cells"] if shown(c)][:2]
-        elif "label" in record and shown(record):
-            picks = [(None, caption(record))]
-        else:
-            picks = []
-        if picks:
-            self._last_thumbnail = now
-        for box, caption in picks:
-            self._add_thumbnail(bgr if rgb is None else rgb, box, f"frame {number}: {caption}", rgb is not None)
-
-    def _add_thumbnail(self, image, box, caption: str, is_rgb: bool) -> None:
-        if box is not None:
-            x, y, width, height = box
-            margin = max(width, height) // 2
-            image = image[max(0, y - margin):y + height + margin, max(0, x - margin):x + width + margin]
-        scale = THUMBNAIL_SIDE / max(image.shape[:2])
-        if scale < 1:
-            image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
-                               interpolation=cv2.INTER_AREA)
-        if is_rgb:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-        if ok:
-            with self._lock:
-                self._thumbnail_count += 1
-                self._thumbnails.append(({"id": self._thumbnail_count, "caption": caption, "time": _now_iso()},
-                                         data.tobytes()))
-
-    # -- the server's side ---------------------------------------------------------------------
-    def thumbnail(self, number: int) -> bytes | None:
-        with self._lock:
-            return next((jpeg for info, jpeg in self._thumbnails if info["id"] == number), None)
-
     def status(self) -> dict:
-        run = self.run
-        with run.session_lock:
-            session, summary, frames, fps = run.args.session, run.summary.as_dict(), run.frames, run.fps()
-            totals = dict(run.totals)
-            focus = run.focus_history[-1] if run.focus_history else None
-            peak = max(run.focus_history) if run.focus_history else None
-        stages = {stage: list(values)[-STATUS_FRAMES:] for stage, values in list(run.stage_ms.items())}
+        state, now = self.state, self.state.snapshot()
         with self._lock:
-            events = list(reversed(self._events))
-            thumbnails = [info for info, _ in reversed(self._thumbnails)]
-            state, viewers = self.source_state, self.viewers
-        status = {"frames": frames, "fps": round(fps, 2),
-                  "latency_ms": {stage: round(sorted(v)[len(v) // 2], 2) for stage, v in stages.items() if v},
-                  "session": session, "summary": summary, "labels": list(run.classifier.labels),
-                  "names": {code: run.classifier.spec.display_name(code)
-                            for code in (*run.classifier.labels, *NON_ANSWERS)},
-                  "threshold": round(run.classifier.spec.threshold, 4),
-                  "source": {"name": str(run.source), "state": state}, "model": run.classifier.model_path.name,
-                  "mode": run.args.mode,
-                  "focus": None if focus is None else {"value": round(focus, 1), "peak": round(peak, 1)},
-                  "thumbnails": thumbnails, "events": events, "viewers": viewers, "stream_fps": 1 / self.frames.interval,
+            viewers = self.viewers
+        status = {"frames": now.frames, "fps": round(now.fps, 2), "latency_ms": now.latency_ms,
+                  "session": now.session, "summary": now.summary, "labels": list(state.labels),
+                  "names": dict(state.names), "threshold": round(state.threshold, 4),
+                  "source": {"name": state.source, "state": now.source_state}, "model": state.model,
+                  "mode": state.mode,
+                  "focus": None if now.focus is None else {"value": round(now.focus, 1),
+                                                           "peak": round(now.focus_peak, 1)},
+                  "thumbnails": list(now.thumbnails), "events": list(now.events), "viewers": viewers,
+                  "stream_fps": 1 / state.frames.interval,
                   "connections": {"open": self.connections, "max": self.max_connections, "refused": self.refused},
-                  "bench": getattr(run, "bench", None) is not None}
-        if run.args.mode == "field":
-            status["totals"] = totals
+                  "bench": self.commands.bench() is not None}
+        if state.mode == "field":
+            status["totals"] = now.totals
         return status
 
 
@@ -536,7 +413,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/api/log":
             self._log()
         elif match := THUMBNAIL_PATH.fullmatch(url.path):
-            jpeg = self.server.thumbnail(int(match[1]))
+            jpeg = self.server.state.thumbnail(int(match[1]))
             if jpeg is None:
                 self._json(404, {"error": "no such thumbnail (only the latest are kept)"})
             else:
@@ -551,7 +428,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- the bench (--sessions): capture, review, report, export ------------------------------
     def _bench(self):
-        bench = getattr(self.server.run, "bench", None)
+        bench = self.server.commands.bench()
         if bench is None:
             self._json(409, {"error": "no session folder: edge-live runs without --sessions DIR, or no session is open"})
         return bench
@@ -589,13 +466,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _bench_post(self, path: str, body) -> None:
         from edge.bench import SessionLocked
-        run, bench = self.server.run, self._bench()
+        bench = self._bench()
         if bench is None:
             return
         try:
             if path == "/api/capture":
                 before = bench.captures
-                run.capture_requested.set()
+                self.server.commands.capture()
                 after = bench.wait_for_capture(before, CAPTURE_WAIT_S)
                 if after <= before:
                     self._json(503, {"error": "no frame was captured (is the source running?)"})
@@ -653,11 +530,11 @@ class Handler(BaseHTTPRequestHandler):
         if error:
             self._json(400, {"error": error})
             return
-        self._json(200, self.server.run.change_session(name))
+        self._json(200, self.server.commands.change_session(name))
 
     def _stream(self) -> None:
         self._headers(200, f"multipart/x-mixed-replace; boundary={BOUNDARY}", extra={"Pragma": "no-cache", "Age": "0"})
-        frames, stopping, number = self.server.frames, self.server.stopping, 0
+        frames, stopping, number = self.server.state.frames, self.server.stopping, 0
         with self.server._lock:
             self.server.viewers += 1
         try:
@@ -678,16 +555,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.viewers -= 1
 
     def _log(self) -> None:
-        run = self.server.run
-        if not run.args.log:
+        log = self.server.state.log
+        if not log:
             self._json(404, {"error": "edge-live runs without --log: there is no results log"})
             return
-        with run.session_lock:
-            session, offset = run.args.session, run.session_offset
+        now = self.server.state.snapshot()
+        session, offset = now.session, now.session_offset
         needle = b'"session":' + json.dumps(session).encode()
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", session or "no-session")[:60]
         try:
-            handle = open(run.args.log, "rb")
+            handle = open(log, "rb")
         except OSError as error:
             self._json(404, {"error": f"cannot read the log ({error.strerror or error})"})
             return

@@ -3,6 +3,7 @@ through Selenium), and over plain HTTP the MJPEG stream, the token, sessions and
 against an edge-live subprocess replaying generated cells."""
 from __future__ import annotations
 
+import ast
 import http.client
 import json
 import re
@@ -19,7 +20,6 @@ import urllib.request
 from edge.metadata import load_spec
 from edge.model_store import resolve_model
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -27,9 +27,11 @@ import pytest
 from PIL import Image
 
 from test_live import cell_frame, read_log
+from edge.classifier import NON_ANSWERS
 from edge.live import main, parse_args
 from edge.overlay import focus_measure
-from edge.web import FrameBuffer, WebServer
+from edge.live_state import FrameBuffer, LiveState
+from edge.web import Commands, WebServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -274,6 +276,89 @@ def test_service_setting_is_off_by_default():
 
 
 # -- the pieces -----------------------------------------------------------------------------
+def state_of(spec, mode: str = "cell", log: str | None = None) -> LiveState:
+    """A run's state as edge-live builds it from the model's spec, without any LiveRun."""
+    return LiveState(model="leukemia_int8.tflite", labels=spec.labels,
+                     names={code: spec.display_name(code) for code in (*spec.labels, *NON_ANSWERS)},
+                     threshold=spec.threshold, mode=mode, source="a folder", log=log)
+
+
+def test_the_web_module_never_touches_the_live_loop():
+    """edge/web.py reads a LiveState and calls its Commands: it neither imports the loop (imports
+    inside functions count) nor reaches for a run or its arguments; the state sees neither side."""
+    def nodes(name: str) -> list:
+        return list(ast.walk(ast.parse((ROOT / "edge" / f"{name}.py").read_text())))
+
+    def imports(name: str) -> set[str]:
+        return {node.module for node in nodes(name) if isinstance(node, ast.ImportFrom)} | {
+            alias.name for node in nodes(name) if isinstance(node, ast.Import) for alias in node.names}
+    names = {node.id for node in nodes("web") if isinstance(node, ast.Name)} | {
+        node.attr for node in nodes("web") if isinstance(node, ast.Attribute)}
+    assert not {"run", "args", "LiveRun"} & names
+    assert "edge.live" not in imports("web") and not {"edge.live", "edge.web"} & imports("live_state")
+
+
+def test_the_server_needs_only_a_state_and_its_commands(tmp_path):
+    """What the server shows and does comes from a LiveState written by hand and three commands."""
+    log = tmp_path / "live.jsonl"
+    log.write_text('{"session":"old","frame":1}\n')  # as edge.live.ResultsLog writes them
+    state = state_of(load_spec(resolve_model("leukemia")), mode="field", log=str(log))
+    asked = []
+
+    def change_session(name):
+        asked.append(name)
+        state.session_changed(name, log.stat().st_size, {"images": 0}, {"cells": 0})
+        return {"session": name}
+
+    state.session_changed("old", 0, {"images": 0}, {"cells": 0})
+    for number, ms in enumerate((3.0, 1.0, 2.0), 1):
+        state.frame_done(frames=number, fps=4.0, timings={"invoke": ms}, focus=10.0 * number, focus_peak=30.0,
+                         summary={"images": number}, totals={"cells": 2 * number})
+    state.publish(cell_frame(1, True)[:, :, ::-1].copy(), {"label": "all", "probability": 0.9}, 3)
+    state.add_event("source_lost", "the camera went away")
+    server = WebServer(("127.0.0.1", 0), state, token=None)
+    server.start(Commands(change_session=change_session, capture=lambda: asked.append("capture"),
+                          bench=lambda: None))
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(path: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        with urllib.request.urlopen(url + "/api/status", timeout=10) as response:
+            status = json.loads(response.read())
+        assert status["frames"] == 3 and status["fps"] == 4.0 and status["latency_ms"] == {"invoke": 2.0}
+        assert status["session"] == "old" and status["summary"] == {"images": 3} and status["totals"] == {"cells": 6}
+        assert status["focus"] == {"value": 30.0, "peak": 30.0} and status["mode"] == "field"
+        assert status["source"] == {"name": "a folder", "state": "lost"} and status["bench"] is False
+        assert status["events"][0]["message"] == "the camera went away" and status["thumbnails"][0]["id"] == 1
+        assert status["names"]["all"] == "blast" and status["model"] == "leukemia_int8.tflite"
+        with urllib.request.urlopen(url + "/api/thumbnail/1.jpg", timeout=10) as response:
+            assert response.read()[:2] == b"\xff\xd8"
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.request("GET", "/stream.mjpg")
+        try:
+            assert read_part(connection.getresponse())[:2] == b"\xff\xd8"
+        finally:
+            connection.close()
+
+        assert post("/api/session", {"name": "slide-3"}) == (200, {"session": "slide-3"})
+        with open(log, "a") as handle:
+            handle.write('{"session":"slide-3","frame":4}\n{"session":"old","frame":5}\n')
+        with urllib.request.urlopen(url + "/api/log", timeout=10) as response:
+            assert [json.loads(line)["frame"] for line in response.read().splitlines()] == [4]
+        assert post("/api/capture", {})[0] == 409  # no bench session: nothing asked of the loop
+        assert asked == ["slide-3"]
+    finally:
+        server.close()
+
+
 def test_frames_are_encoded_once_for_every_viewer_and_thumbnails_kept():
     buffer = FrameBuffer(max_fps=10)
     assert buffer.jpeg(0, timeout=0.01) is None
@@ -282,16 +367,15 @@ def test_frames_are_encoded_once_for_every_viewer_and_thumbnails_kept():
     assert first == second and first[0] == 1 and buffer.encoded == 1
     assert buffer.jpeg(1, timeout=0.01) is None  # nothing newer yet
 
-    server = WebServer(("127.0.0.1", 0), token=None)
-    spec = load_spec(resolve_model("leukemia"))
+    state = state_of(load_spec(resolve_model("leukemia")))
+    server = WebServer(("127.0.0.1", 0), state, token=None)
     try:
         frame = cell_frame(1, True)[:, :, ::-1].copy()
         for number in range(3):  # at most one frame's thumbnails a second
-            server.publish(frame, {"label": "all", "probability": 0.9}, number, spec)
-        server.publish(frame, {"cells": [{"box": [10, 10, 30, 30], "label": "hem", "probability": 0.2}]}, 4, spec)
-        assert server.thumbnail(1)[:2] == b"\xff\xd8" and server.thumbnail(2) is None
-        server.run = SimpleNamespace(args=SimpleNamespace(log=None))
-        server.start(server.run)
+            state.publish(frame, {"label": "all", "probability": 0.9}, number)
+        state.publish(frame, {"cells": [{"box": [10, 10, 30, 30], "label": "hem", "probability": 0.2}]}, 4)
+        assert state.thumbnail(1)[:2] == b"\xff\xd8" and state.thumbnail(2) is None
+        server.start(Commands(change_session=None, capture=None, bench=lambda: None))
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/api/log", timeout=10)
         body = error.value.read()

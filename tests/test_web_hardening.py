@@ -14,7 +14,9 @@ from types import SimpleNamespace
 import pytest
 
 from test_live import read_log
-from test_web import TOKEN, Live, frames_folder  # noqa: F401  (the fixture)
+from test_web import TOKEN, Live, frames_folder, state_of  # noqa: F401  (the fixture)
+from edge.metadata import load_spec
+from edge.model_store import resolve_model
 from edge.web import (WebServer, allowed_host, connection_cap, device_names, json_depth, parse_json,
                       split_host)
 
@@ -85,7 +87,8 @@ def test_connection_cap_leaves_descriptors_for_the_loop():
 @pytest.fixture
 def small_server():
     """A server capped at 3 connections with a 2 s request deadline, a status without a run."""
-    server = WebServer(("127.0.0.1", 0), token=None, max_connections=3, request_deadline=2.0)
+    server = WebServer(("127.0.0.1", 0), state_of(load_spec(resolve_model("leukemia"))), token=None,
+                       max_connections=3, request_deadline=2.0)
     server.status = lambda: {"ok": True, "connections": server.connections}
     server.start(SimpleNamespace())
     yield server
