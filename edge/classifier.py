@@ -80,6 +80,20 @@ def fastest(timings: dict[int, float]) -> int:
     return min(count for count, ms in timings.items() if ms <= best * (1 + THREAD_MARGIN))
 
 
+def thread_report(classifier, requested: int | None) -> str | None:
+    """A line when --threads asks for more threads than the fastest measured for the model (allowed:
+    said, not refused), else None."""
+    if not requested or requested <= 1:
+        return None
+    timings = classifier.check_threads()
+    best = fastest(timings)
+    if requested <= best:
+        return None
+    measured = ", ".join(f"{count}: {ms:.2f} ms" for count, ms in sorted(timings.items()))
+    return (f"--threads {requested} is above the fastest measured for {classifier.model_path.name} on this machine "
+            f"({best}; median invoke {measured}); using {requested} as asked")
+
+
 def _cached_timings(model_path, runtime: str | None, counts: list[int]) -> dict[int, float] | None:
     stat = os.stat(model_path)
     return _THREAD_TIMINGS.get((os.path.realpath(model_path), stat.st_mtime_ns, stat.st_size, runtime, tuple(counts)))

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     if sys.stdout is None:
         print("edge-classify: standard output is closed", file=sys.stderr)
         return 2
-    from edge.classifier import Classifier
+    from edge.classifier import Classifier, thread_report
 
     try:
         classifier = Classifier(args.model, runtime=args.runtime, threads=args.threads,
@@ -147,6 +147,9 @@ def main(argv=None) -> int:
     except (ModelError, RuntimeUnavailable) as error:
         print(f"edge-classify: {error}", file=sys.stderr)
         return 2
+    note = thread_report(classifier, args.threads)
+    if note:
+        print(f"edge-classify: {note}", file=sys.stderr)
     from edge.dicom_cli import check_sr_dir, classify_dicom, split_inputs
 
     inputs, dicom_files = split_inputs(args.inputs)  # DICOM files, by content, go series by series

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from edge.args import frame_rate, host_port, positive_int, positive_number, thread_count, unwritable_file, unwritable_folder
-from edge.classifier import NON_ANSWERS, STAGES, Classifier
+from edge.classifier import NON_ANSWERS, STAGES, Classifier, thread_report
 from edge.interpreter import RUNTIMES, RuntimeUnavailable
 from edge.metadata import ModelError
 from edge.sources import (CameraSettings, FolderSource, LatestFrame, SourceError, list_cameras, open_source,
@@ -114,21 +114,6 @@ def _argument(parse):
 def camera_settings(args: argparse.Namespace) -> CameraSettings:
     return CameraSettings(size=args.camera_size, fps=args.camera_fps, stream=args.camera_stream,
                           fourcc=args.camera_fourcc)
-
-
-def thread_report(classifier, requested: int | None) -> str | None:
-    """A line when --threads asks for more threads than the fastest measured for the model (allowed:
-    said, not refused), else None."""
-    from edge.classifier import fastest
-    if not requested or requested <= 1:
-        return None
-    timings = classifier.check_threads()
-    best = fastest(timings)
-    if requested <= best:
-        return None
-    measured = ", ".join(f"{count}: {ms:.2f} ms" for count, ms in sorted(timings.items()))
-    return (f"--threads {requested} is above the fastest measured for {classifier.model_path.name} on this machine "
-            f"({best}; median invoke {measured}); using {requested} as asked")
 
 
 class ResultsLog:

@@ -3,6 +3,7 @@ measured for the model on this machine; a larger --threads is allowed and said. 
 asserted (timings here are noisy): only which of the measured counts is taken."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -49,7 +50,7 @@ def test_a_given_thread_count_is_used_and_measured_only_when_asked(monkeypatch):
 
 
 def test_edge_live_says_when_threads_are_above_the_fastest(monkeypatch):
-    from edge.live import thread_report
+    from edge.classifier import thread_report
 
     class Measured:
         model_path = type("P", (), {"name": "leukemia_int8.tflite"})()
@@ -65,3 +66,20 @@ def test_edge_live_says_when_threads_are_above_the_fastest(monkeypatch):
     assert thread_report(Measured({1: 10.0, 2: 5.0}), 2) is None
     assert thread_report(Measured({1: 0.06, 2: 0.65}), None) is None
     assert thread_report(Measured({1: 0.06, 2: 0.65}), 1) is None
+
+
+def test_edge_classify_says_when_threads_are_above_the_fastest(monkeypatch, tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import synthetic_cell
+    from edge.cli import main
+
+    image = tmp_path / "cell.png"
+    Image.fromarray(synthetic_cell(1, blast=True)).save(image)
+    monkeypatch.setattr(Classifier, "check_threads", lambda self: {1: 0.06, 2: 0.65})
+    main(["--model", "leukemia", "--threads", "2", "--json", str(image)])
+    out, err = capsys.readouterr()
+    assert err.startswith("edge-classify: --threads 2 is above the fastest measured for leukemia_int8.tflite")
+    assert json.loads(out.splitlines()[0])["path"] == str(image)  # classified all the same
+    main(["--model", "leukemia", "--threads", "1", "--json", str(image)])
+    assert "--threads" not in capsys.readouterr().err
