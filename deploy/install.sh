@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install edge-medical from this offline bundle, with no network:
 #   1. verify every file of the bundle against SHA256SUMS (and refuse files it does not list);
-#   2. create PREFIX/<bundle id>/venv (--system-site-packages, so the OS's picamera2 is seen) and
-#      pip-install the bundle's wheels into it with --no-index;
+#   2. create PREFIX/<bundle id>/venv (--system-site-packages, so the OS's picamera2 is seen),
+#      pip-install the bundle's wheels into it with --no-index, then remove pip and setuptools from it;
 #   3. load the shipped model once (smoke test), then point PREFIX/current at the new version.
 # With --service (root): the edge-medical user (in group video), /var/lib/edge-medical,
 # /etc/edge-medical/{edge-live.env,config.json} (kept when they exist) and edge-live.service,
@@ -87,6 +87,13 @@ requirement="edge-medical${extras:+[$extras]}==$(field version)"
 # bundle's exact wheels even where the OS has another version (e.g. Debian's numpy).
 "$target/venv/bin/python" -m pip --isolated install --no-index --find-links "$here/wheels" --ignore-installed \
     --no-warn-script-location --disable-pip-version-check -q "$requirement" $(sed 1d requirements.txt)
+# pip (and setuptools before Python 3.12) only put the wheels in: removed, 23 MB less with Python 3.11
+# (docs/DEPLOY.md). Every bundle gets a new venv, so this one is never installed into again.
+# setuptools first: pip removes itself last.
+site=$("$target/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+for tool in setuptools pip; do
+    [ ! -d "$site/$tool" ] || "$target/venv/bin/python" -m pip --isolated uninstall -y -q "$tool"
+done
 cp BUNDLE.txt SHA256SUMS requirements.txt "$target/"
 cp -r systemd etc "$target/"
 smoke=$("$target/venv/bin/python" -c '

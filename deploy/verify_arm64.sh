@@ -217,9 +217,12 @@ for runtime in litert tflite; do
         say "   $runtime $model, $(ls "$work/samples/$set_name" | wc -l) images, whole command:$timing x86-64 $(( $(ms) - t0 )) ms"
     done
 done
+# install.sh removes pip from the venv: the versions of the venv's own packages come from importlib.metadata
+freeze='import sysconfig; from importlib import metadata
+print(*(d.metadata["Name"] + "==" + d.version for d in metadata.distributions(path=[sysconfig.get_path("purelib")])), sep="\n")'
 for runtime in litert tflite; do
-    say "   versions ($runtime) arm64: $(guest /opt/edge-only-$runtime/current/venv/bin/python -m pip list --format=freeze 2>/dev/null | grep -iE '^(ai-edge-litert|tflite-runtime|numpy|pillow)==' | tr '\n' ' ')"
-    say "   versions ($runtime) x86-64: $("$work/host/$runtime/opt/current/venv/bin/python" -m pip list --format=freeze 2>/dev/null | grep -iE '^(ai-edge-litert|tflite-runtime|numpy|pillow)==' | tr '\n' ' ')"
+    say "   versions ($runtime) arm64: $(guest /opt/edge-only-$runtime/current/venv/bin/python -c "$freeze" 2>/dev/null | grep -iE '^(ai-edge-litert|tflite-runtime|numpy|pillow)==' | tr '\n' ' ')"
+    say "   versions ($runtime) x86-64: $("$work/host/$runtime/opt/current/venv/bin/python" -c "$freeze" 2>/dev/null | grep -iE '^(ai-edge-litert|tflite-runtime|numpy|pillow)==' | tr '\n' ' ')"
 done
 took
 

@@ -5,12 +5,14 @@
 
 It answers C-ECHO and accepts MR images (MR, Enhanced MR, Legacy Converted Enhanced MR Image Storage)
 from the allowed calling AE titles only, addressed to its own AE title. Each association's objects are
-stored under SPOOL/<association>/ (at most --max-objects objects and --max-mb megabytes; beyond that
-each object is answered 0xA700, out of resources). When the association is released its series are
-classified, one JSON line per series is appended to OUT/results.jsonl (flushed and fsynced), one
-DICOM SR per series is written under OUT/sr/ and, with --send-to, sent back with C-STORE; then the
-association's spool folder is removed. An aborted association, or one idle for --idle-timeout
-seconds (then aborted), is logged and its objects discarded. At most two associations at once.
+received into SPOOL/incoming/ and stored under SPOOL/<association>/, at most --max-objects objects
+and --max-mb megabytes: the first object beyond is answered 0xA700 (out of resources), and a sender
+that goes on sending after that is aborted, its objects discarded. When the association is released
+its series are classified, one JSON line per series is appended to OUT/results.jsonl (flushed and
+fsynced), one DICOM SR per series is written under OUT/sr/ and, with --send-to, sent back with
+C-STORE; then the association's spool folder is removed. An aborted association, or one idle for
+--idle-timeout seconds (then aborted), is logged and its objects discarded. At most two associations
+at once.
 
 Exit status: 0 after SIGTERM or SIGINT, 2 for a usage, model or port error.
 """
@@ -24,6 +26,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -139,6 +142,8 @@ class Node:
         if state["objects"] >= self.args.max_objects or state["bytes"] + size > self.args.max_mb * 1_000_000:
             state["refused"] += 1
             source.unlink(missing_ok=True)
+            if state["refused"] > 1:  # it went on sending after a refusal: cut it off, free its slot
+                event.assoc.abort()
             return 0xA700  # refused: out of resources
         try:
             state["folder"].mkdir(parents=True, exist_ok=True)
@@ -169,8 +174,10 @@ class Node:
         if state is None or state["done"]:
             return
         shutil.rmtree(state["folder"], ignore_errors=True)
-        say(f"association from {state['calling']} ended without release: {state['objects']} objects discarded")
-        self.log.write({"event": "aborted", "calling_aet": state["calling"], "objects_discarded": state["objects"]})
+        why = "it went on sending over its limits" if state["refused"] > 1 else "it ended without release"
+        say(f"association from {state['calling']} aborted ({why}): {state['objects']} objects discarded")
+        self.log.write({"event": "aborted", "calling_aet": state["calling"], "objects_discarded": state["objects"],
+                        "objects_refused": state["refused"]})
 
     # -- classification and reports ---------------------------------------------------------
     def process(self, state: dict) -> None:
@@ -252,12 +259,17 @@ def main(argv=None) -> int:
         print(f"edge-dicom: {classifier.model_path.name} is a {classifier.spec.task} model, which reads no DICOM "
               "modality (the brain model reads MR)", file=sys.stderr)
         return 2
+    incoming = Path(args.spool) / "incoming"
     try:
-        for folder in (Path(args.spool), Path(args.out), Path(args.out) / "sr"):
+        shutil.rmtree(incoming, ignore_errors=True)  # parts of objects left by a crash
+        for folder in (incoming, Path(args.out), Path(args.out) / "sr"):
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         print(f"edge-dicom: cannot create {error.filename} ({error.strerror})", file=sys.stderr)
         return 2
+    # pynetdicom writes each object as it arrives to a temporary file: on the spool's disk, not in a
+    # /tmp that may be RAM (tmpfs), and moved to its association's folder by a rename, not a copy
+    tempfile.tempdir = str(incoming)
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # its log is per PDU; ours is one line per event
     _config.STORE_RECV_CHUNKED_DATASET = True  # objects go to a file as they arrive, not to memory
     node = Node(args, classifier)

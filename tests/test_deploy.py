@@ -245,6 +245,10 @@ def test_installer_builds_a_working_environment(bundle, installed, tmp_path):
     assert os.readlink(installed / "current") == info["id"]
     venv = installed / "current" / "venv"
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    site = next(venv.glob("lib/python3*/site-packages"))  # pip and setuptools removed after installing
+    installers = re.compile(r"(pip|setuptools|_distutils_hack|distutils-precedence)\b")
+    assert not [path.name for path in site.iterdir() if installers.match(path.name)]
+    assert not list((venv / "bin").glob("pip*"))
     assert (installed / "current" / "SHA256SUMS").read_bytes() == (bundle / "SHA256SUMS").read_bytes()
     image = tmp_path / "cell.png"
     Image.fromarray(synthetic_cell(3, blast=True)).save(image)

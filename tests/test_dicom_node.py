@@ -149,7 +149,7 @@ def test_storescu_and_pynetdicom_studies_get_a_report_sent_back(tmp_path, receiv
     assert evidence.SeriesInstanceUID == SERIES
     assert {r.ReferencedSOPInstanceUID for r in evidence.ReferencedSOPSequence} == \
         {pydicom.dcmread(path).SOPInstanceUID for path in files}
-    assert list((tmp_path / "spool").iterdir()) == []  # spool emptied after each association
+    assert spooled_files(tmp_path) == []  # spool emptied after each association
     assert "series " + SERIES in out
 
 
@@ -170,20 +170,74 @@ def tiny_object(number: int):
     return ds
 
 
-def test_flood_hostile_objects_and_a_silent_association_leave_the_node_serving(tmp_path):
-    node, port = start_node(tmp_path, "--max-objects", "20", "--idle-timeout", "3")
+def spooled_files(tmp_path: Path) -> list[Path]:
+    return [path for path in (tmp_path / "spool").rglob("*") if not path.is_dir()]
+
+
+def memory_kb(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of a process, from /proc."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk's storescu not installed (apt-get install dcmtk)")
+def test_an_association_of_10000_tiny_objects_is_cut_off_and_the_node_keeps_serving(tmp_path):
+    tiny_object(0).save_as(tmp_path / "tiny.dcm", enforce_file_format=True)
+    flood = tmp_path / "flood"
+    flood.mkdir()
+    for number in range(10_000):  # 10,000 objects for storescu: links to one file
+        os.link(tmp_path / "tiny.dcm", flood / f"{number:05d}.dcm")
+    node, port = start_node(tmp_path, "--max-objects", "20")
     try:
-        # a flood of tiny objects in one association: the first 20 are spooled, the rest refused (0xA700).
-        # 500, not 10,000: each round trip takes about 50 ms on this loaded 2-core machine
+        rss = memory_kb(node.pid, "VmRSS")
+        # dcmtk's storescu told not to halt on a failed store sends all 10,000 in one association: the
+        # first 20 are spooled, the 21st refused (0xA700), the 22nd aborts the association
+        started = time.monotonic()
+        sent = subprocess.run(["storescu", "--no-halt", "+sd", "-aet", SCANNER, "-aec", NODE_AET, "127.0.0.1", str(port),
+                               str(flood)], capture_output=True, text=True, timeout=120)
+        seconds = time.monotonic() - started
+        assert sent.returncode != 0 and seconds < 20, (seconds, sent.stderr[-2000:])
+        assert wait_for(lambda: [r for r in results(tmp_path) if r["event"] == "aborted"], 30)
+        assert spooled_files(tmp_path) == []  # its 20 objects discarded
+
+        # a sender of 10,000 that stops at the refusal and releases gets its 20 objects processed
         assoc = associate(port)
         assert assoc.is_established
-        codes = {}
-        for number in range(500):
-            status = assoc.send_c_store(tiny_object(number))
-            codes[status.Status] = codes.get(status.Status, 0) + 1
+        codes = []
+        for number in range(10_000):
+            codes.append(assoc.send_c_store(tiny_object(number)).Status)
+            if codes[-1] != 0x0000:
+                break
         assoc.release()
-        assert codes == {0x0000: 20, 0xA700: 480}
+        assert codes == [0x0000] * 20 + [0xA700]
+        assert wait_for(lambda: [r for r in results(tmp_path) if r["event"] == "series"], 60)
+        assert memory_kb(node.pid, "VmHWM") - rss < 50_000  # the peak since start: within 50 MB of the start
 
+        # still serving: C-ECHO and a study, both from dcmtk
+        echo = subprocess.run(["echoscu", "-aet", SCANNER, "-aec", NODE_AET, "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=30)
+        assert echo.returncode == 0, echo.stderr
+        study = subprocess.run(["storescu", "-aet", SCANNER, "-aec", NODE_AET, "127.0.0.1", str(port),
+                                *map(str, make_study(tmp_path / "study"))], capture_output=True, text=True, timeout=60)
+        assert study.returncode == 0, study.stderr
+        assert wait_for(lambda: [r for r in results(tmp_path) if r["event"] == "series"
+                                 and r["summary"]["series_instance_uid"] == SERIES], 60)
+    finally:
+        out = stop_node(node)
+    print(f"storescu: 10,000 objects offered, association aborted, client done in {seconds:.1f} s")
+    records = results(tmp_path)
+    assert [(r["objects_discarded"], r["objects_refused"]) for r in records if r["event"] == "aborted"] == [(20, 2)]
+    assert [r["objects_refused"] for r in records if r["event"] == "refused"] == [1]
+    assert [r["summary"]["classified"] for r in records if r["event"] == "series"
+            and r["summary"]["series_instance_uid"] == SERIES] == [3]
+    assert [line for line in out.splitlines() if "aborted" in line] == \
+        [f"edge-dicom: association from {SCANNER} aborted (it went on sending over its limits): 20 objects discarded"]
+    assert spooled_files(tmp_path) == []
+
+
+def test_hostile_objects_and_a_silent_association_leave_the_node_serving(tmp_path):
+    node, port = start_node(tmp_path, "--idle-timeout", "3")
+    try:
         # hostile objects: a header claiming 65535 x 65535 x 1000 frames, pixel data shorter than the header,
         # private tags: each is one line in the log
         huge = tiny_object(1)
@@ -208,11 +262,10 @@ def test_flood_hostile_objects_and_a_silent_association_leave_the_node_serving(t
         assoc = associate(port, contexts=("1.2.840.10008.1.1",))
         assert assoc.is_established and assoc.send_c_echo().Status == 0
         assoc.release()
-        assert wait_for(lambda: len([r for r in results(tmp_path) if r["event"] == "series"]) >= 3, 60), results(tmp_path)
+        assert wait_for(lambda: len([r for r in results(tmp_path) if r["event"] == "series"]) >= 2, 60), results(tmp_path)
     finally:
         out = stop_node(node)
-    events = [r["event"] for r in results(tmp_path)]
-    assert "refused" in events and "aborted" in events
+    assert [r["objects_discarded"] for r in results(tmp_path) if r["event"] == "aborted"] == [1]
     errors = [r["reason"] for r in results(tmp_path) if r["event"] == "error"]
     errors += [s["error"] for r in results(tmp_path) if r["event"] == "series" for s in r["slices"] if s["error"]]
     assert any("too large (65535x65535" in reason for reason in errors)
@@ -221,5 +274,5 @@ def test_flood_hostile_objects_and_a_silent_association_leave_the_node_serving(t
                       and r["summary"]["series_instance_uid"] == SERIES + ".8"]
     assert private_series and private_series[0]["summary"]["classified"] == 1
     assert all("\n" not in reason for reason in errors)
-    assert list((tmp_path / "spool").iterdir()) == []
+    assert spooled_files(tmp_path) == []
     assert os.path.exists(tmp_path / "out" / "results.jsonl") and "Traceback" not in out
