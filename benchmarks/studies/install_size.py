@@ -2,10 +2,10 @@
 install it with an extra into fresh virtual environments, and print `du -sb` of each environment
 and the bytes of every installed distribution.
 
-    python -m benchmarks.install_size                                   # '.[edge]', venv with and without pip
-    python -m benchmarks.install_size --with 'ai-edge-litert==2.3.0'    # another runtime release
-    python -m benchmarks.install_size --extras edge,camera --json sizes.json
-    python -m benchmarks.install_size --platform manylinux_2_17_aarch64 --python-version 3.11   # a Pi's files
+    python -m benchmarks.studies.install_size                                   # '.[edge]', venv with and without pip
+    python -m benchmarks.studies.install_size --with 'ai-edge-litert==2.3.0'    # another runtime release
+    python -m benchmarks.studies.install_size --extras edge,camera --json sizes.json
+    python -m benchmarks.studies.install_size --platform manylinux_2_17_aarch64 --python-version 3.11   # a Pi's files
 
 What is counted: `du -sb VENV` (apparent bytes of every file and folder of the environment,
 symlinks as links: the base interpreter and its standard library are not counted, they come with
@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {"with-pip": [], "without-pip": ["--without-pip"]}
 SMOKE = ("import json, numpy as np\n"
          "from edge.classifier import Classifier\n"
