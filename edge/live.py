@@ -4,14 +4,19 @@
     edge-live --source 0 --mode field --log run.jsonl  # USB microscope camera, count blasts per field
     edge-live --source video.mp4 --headless --max-frames 300
     edge-live --source picamera2 --mode field --camera-size 1280x960 --camera-fps 10   # Pi HQ camera, binned
+    edge-live --source 0 --mode field --sessions ~/sessions --serve 127.0.0.1:8080 --auto-capture
     edge-live --list-cameras
 
 SOURCE is picamera2[:N], a camera index (0 = /dev/video0), a video file or stream URL, or a folder
 of images (replayed at --fps). Capture runs in its own thread and only the newest frame is
 classified, except from a file or folder read with --fps 0: then every frame is. A lost camera is
 reopened with backoff. Ctrl-C or SIGTERM stop cleanly.
-With a window: `s` saves a snapshot, `q` quits. Headless: SIGUSR1 saves a snapshot.
+With a window: `s` saves a snapshot, `c` captures (--sessions), `q` quits. Headless: SIGUSR1 saves a
+snapshot (--snapshots) and captures (--sessions); from a terminal, a line `c` (c, then Enter) captures.
 --serve HOST:PORT serves a web page with the live view, the session and a focus meter (edge/web.py).
+--sessions DIR keeps each session's captured fields or cells for review (edge/bench.py); a capture is
+asked for by a key above, the page's button or key, POST /api/capture, or --auto-capture (a new
+view, settled and in focus: edge/auto_capture.py).
 
 Exit status: 0 on a normal stop, 1 when the source cannot be opened, 2 for a usage or model error.
 """
@@ -21,6 +26,7 @@ import argparse
 import json
 import os
 import secrets
+import select
 import signal
 import statistics
 import sys
@@ -86,6 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sessions", metavar="DIR",
                         help="keep each session in a folder under DIR: captured fields or cells (the page's capture "
                              "button, POST /api/capture, SIGUSR1), their answers, reviews and report (edge/bench.py)")
+    parser.add_argument("--auto-capture", action="store_true",
+                        help="with --sessions: capture a view by itself once it has changed since the last capture, "
+                             "is steady and in focus (edge/auto_capture.py)")
     parser.add_argument("--serve", type=host_port, metavar="HOST:PORT",
                         help="serve the live page, stream and API (127.0.0.1:8080: this device only; any other "
                              "address needs a token; empty: off)")
@@ -98,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("the following arguments are required: --source")
     if args.snapshot_positives and not args.snapshots:
         parser.error("--snapshot-positives needs --snapshots DIR")
+    if args.auto_capture and not args.sessions:
+        parser.error("--auto-capture needs --sessions DIR")
     return args
 
 
@@ -186,6 +197,34 @@ def say(message: str) -> None:
         pass
 
 
+def read_terminal_captures(fd: int, capture: threading.Event, stop: threading.Event) -> None:
+    """A line `c` typed on the terminal (fd) sets `capture`; any other line is ignored. Run in a thread:
+    it waits on the terminal at most 0.5 s at a time, so neither the loop nor the stop ever waits for
+    it. It ends at `stop`, at the end of input or on a read error, and reads nothing while edge-live
+    is a background job of that terminal (a read would stop the process: SIGTTIN)."""
+    pending = b""
+    while not stop.is_set():
+        try:
+            try:
+                background = os.tcgetpgrp(fd) != os.getpgrp()
+            except OSError:  # not this process's controlling terminal: reading it never stops the process
+                background = False
+            if background:
+                stop.wait(0.5)
+                continue
+            if not select.select([fd], [], [], 0.5)[0]:
+                continue
+            data = os.read(fd, 1024)
+        except OSError:
+            return
+        if not data:
+            return
+        *lines, pending = (pending + data).split(b"\n")
+        pending = pending[-64:]  # a line is a key, not a document
+        if any(line.strip() == b"c" for line in lines):
+            capture.set()
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -202,6 +241,10 @@ class LiveRun:
         self.snapshot_requested = threading.Event()
         self.capture_requested = threading.Event()  # --sessions: the next frame classified enters the session
         self.bench = None  # the session's folder (edge.bench.Bench) with --sessions
+        self.auto_capture = None  # --auto-capture: decides when a frame is captured by itself
+        if args.auto_capture:
+            from edge.auto_capture import AutoCapture
+            self.auto_capture = AutoCapture()
         self.last_crops = None  # field mode: the latest frame's cells as the model saw them
         self.frame_times: deque[float] = deque(maxlen=30)
         # the latest STAGE_HISTORY timings per stage (a service runs for weeks: bounded memory)
@@ -394,6 +437,7 @@ class LiveRun:
         from edge.overlay import focus_measure
         focus = focus_measure(rgb, [cell["box"] for cell in record.get("cells", ())])
         self.focus_history.append(focus)
+        focus_peak = max(self.focus_history)
         label = "positive" if positive else "negative"
         snapshot_due = bool(self.args.snapshots) and (self.snapshot_requested.is_set() or (
             positive and self.args.snapshot_positives
@@ -414,11 +458,15 @@ class LiveRun:
         if self.state:
             self.state.publish(bgr, record, frame.number, rgb)
             self.state.frame_done(frames=self.frames, fps=self.fps(), timings=timings, focus=focus,
-                                  focus_peak=max(self.focus_history), summary=summary, totals=self._totals())
+                                  focus_peak=focus_peak, summary=summary, totals=self._totals())
+        if self.auto_capture and self.auto_capture.ready(rgb, record, focus, focus_peak):
+            self.capture_requested.set()
         if self.capture_requested.is_set():
             self.capture_requested.clear()
             from edge.bench import capture_for_run
             capture_for_run(self, rgb, record, frame.number, self.last_crops if "cells" in record else None)
+            if self.auto_capture:
+                self.auto_capture.captured()  # any capture: the same view is not captured again by itself
         if snapshot_due:
             if positive and not self.snapshot_requested.is_set():
                 self.last_positive_snapshot = classified
@@ -432,6 +480,8 @@ class LiveRun:
                 self.stop_requested.set()
             elif key == ord("s") and self.args.snapshots:
                 self.save_snapshot(bgr, frame.number, label)
+            elif key == ord("c"):
+                self.capture_requested.set()  # the next frame (says why when there is no session)
 
     def overlay(self, rgb: np.ndarray, draw, focus: float, latency_s: float) -> np.ndarray:
         """The frame in BGR with the results, the status lines and the focus bar drawn on it."""
@@ -624,6 +674,12 @@ def main(argv=None) -> int:
                       if classifier.thread_timings else {}),
                    **({"camera": delivered} if delivered else {}),
                    **({"serve": f"{args.serve[0]}:{web.server_address[1]}"} if web else {})})
+    terminal = None
+    if args.sessions and sys.stdin is not None and sys.stdin.isatty():
+        terminal = threading.Thread(target=read_terminal_captures, name="terminal keys", daemon=True,
+                                    args=(sys.stdin.fileno(), run.capture_requested, run.stop_requested))
+        terminal.start()
+        say("type c and Enter here to capture")
     if web:
         from edge.web import Commands
         web.start(Commands(change_session=run.change_session, capture=run.capture_requested.set,
@@ -635,6 +691,9 @@ def main(argv=None) -> int:
     try:
         summary = run.run()
     finally:
+        run.stop_requested.set()  # ends the terminal reader
+        if terminal:
+            terminal.join(timeout=1)
         if web:
             web.close()
         classifier.close()

@@ -11,6 +11,7 @@ UNCLASSIFIED_BGR = (160, 160, 160)  # grey: found but not classified (cut by the
 OUT_OF_DOMAIN_BGR = (0, 200, 255)  # amber: unlike the training data, not counted
 TEXT_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+IN_FOCUS_SHARE = 0.9  # the focus bar is green within 10% of its peak (also --auto-capture's focus test)
 
 
 def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour=TEXT_BGR) -> None:
@@ -113,4 +114,4 @@ def draw_focus(frame: np.ndarray, value: float, peak: float) -> None:
     cv2.rectangle(frame, (x - 1, y - 1), (x + bar_width + 1, y + bar_height + 1), (0, 0, 0), -1)
     cv2.rectangle(frame, (x, y), (x + bar_width, y + bar_height), (80, 80, 80), -1)  # the empty track
     cv2.rectangle(frame, (x, y), (x + int(bar_width * share), y + bar_height),
-                  NEGATIVE_BGR if share >= 0.9 else TEXT_BGR, -1)
+                  NEGATIVE_BGR if share >= IN_FOCUS_SHARE else TEXT_BGR, -1)
