@@ -263,8 +263,14 @@ class Classifier:
                               sum(timings.values()), issues, timings, None if distance is None else float(distance),
                               flagged, model_label, reason)
 
-    def _prepare(self, image, watch: _Stopwatch) -> tuple[np.ndarray, list[str]]:
-        """-> (the preprocessed uint8 pixels, quality issues)."""
+    def _prepare(self, image, watch: _Stopwatch, prepare=None) -> tuple[np.ndarray, list[str]]:
+        """-> (the preprocessed uint8 pixels, quality issues). prepare: see classify_batch."""
+        if prepare is not None:
+            pixels, copy = prepare(image)
+            watch.lap("preprocess")
+            issues = quality_issues(copy, self.preprocessing["name"]) if self.check_quality else []
+            watch.lap("quality")
+            return pixels, issues
         rgb = image if isinstance(image, np.ndarray) else load_image(image)
         watch.lap("decode")
         profile, issues = None, []
@@ -283,13 +289,15 @@ class Classifier:
         raw, distances = self._scores(pixels[None], watch)
         return self._result(float(raw[0]), None if distances is None else distances[0], issues, watch.ms)
 
-    def classify_batch(self, images: list) -> list[Classification]:
+    def classify_batch(self, images: list, prepare=None) -> list[Classification]:
         """Several paths or RGB arrays in one invoke (raises ImageError on the first unreadable one);
-        each result's timings are its share of the batch."""
+        each result's timings are its share of the batch. prepare: a function image -> (the model's
+        uint8 input, the image the quality gates measure) in place of preprocessing (field mode's
+        cells at the training magnification: edge.field.model_input)."""
         if not images:
             return []
         watch = _Stopwatch()
-        prepared = [self._prepare(image, watch) for image in images]
+        prepared = [self._prepare(image, watch, prepare) for image in images]
         raw, distances = self._scores(np.stack([pixels for pixels, _ in prepared]), watch)
         if distances is None:
             distances = [None] * len(raw)

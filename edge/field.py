@@ -7,6 +7,9 @@ light background. The leukemia model was trained on single segmented cells on pu
     cells = find_white_cells(frame_rgb)
     crops = cell_crops(frame_rgb, cells)
     results = classifier.classify_batch(crops)
+    # or, with the field's scale, at the training magnification (each input resampled once from its crop):
+    um_per_pixel = estimate_um_per_pixel(frame_rgb, cells)
+    results = classifier.classify_batch(crops, lambda crop: model_input(crop, um_per_pixel, classifier.preprocessing))
 
 How a white cell is found (thresholds measured on the 200 Taleqani fields, see
 benchmarks/FIELD_COUNT.md):
@@ -40,7 +43,7 @@ the Taleqani fields; working_copy), so the size limits keep their meaning and th
 bounded whatever the camera's size (benchmarks/studies/pipeline_speed.py: the fields at 224x224 and at
 1280x960); boxes and masks are returned in full-frame coordinates. The sizes assume a field of view like the Taleqani fields (a white cell ~ 15 to 35 px
 across at 224 px); another magnification needs `scale`.
-Only numpy and OpenCV (the `camera` extra) are used.
+numpy, OpenCV (the `camera` extra) and edge.preprocess are used.
 """
 from __future__ import annotations
 
@@ -48,8 +51,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge.preprocess import CELL_THRESHOLD as BLACK_THRESHOLD
+from edge.preprocess import cell_window_side, content_box, normalize_stain
+from edge.quality import analysis_size
 
 WORK_SIDE = 224  # detection resolution (short side)
 CELL_THRESHOLD = 30  # stain score of a cell pixel
@@ -312,13 +318,51 @@ def estimate_um_per_pixel(frame_rgb: np.ndarray, cells: list[Cell], work=None) -
 
 
 def rescale_crops(crops: list[np.ndarray], um_per_pixel: float) -> list[np.ndarray]:
-    """Each crop resized so one pixel is CNMC_UM_PER_PIXEL (the training magnification); nearest
-    neighbour keeps the black background pure black. Bounded: no crop grows past 1024 px."""
-    factor = um_per_pixel / CNMC_UM_PER_PIXEL
+    """Each crop resized so one pixel is CNMC_UM_PER_PIXEL (the training magnification), bilinear
+    (OpenCV; the black surround stays black). Bounded: no crop grows past 1024 px. What a session
+    keeps of a captured cell (a C-NMC-like image for training); the model's input is model_input's."""
     resized = []
     for crop in crops:
-        height, width = crop.shape[:2]
-        scale = min(factor, 1024 / max(height, width))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        size, scale = _enlarged(crop, um_per_pixel)
         resized.append(cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA))
     return resized
+
+
+def _enlarged(crop: np.ndarray, um_per_pixel: float) -> tuple[tuple[int, int], float]:
+    """-> ((width, height), scale) of rescale_crops' crop."""
+    height, width = crop.shape[:2]
+    scale = min(um_per_pixel / CNMC_UM_PER_PIXEL, 1024 / max(height, width))
+    return (max(1, round(width * scale)), max(1, round(height * scale))), scale
+
+
+def model_input(crop: np.ndarray, um_per_pixel: float, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A cell crop (cell_crops) -> (the model's uint8 input for a cnmc_cell spec, the quality gates'
+    copy), each resampled once from the crop by OpenCV, never by way of a crop enlarged to the
+    training magnification (about 10x on the Taleqani fields).
+
+    The geometry is that of edge.preprocess on rescale_crops' crop: the spec's window ("fixed":
+    CELL_FIXED_SIDE training pixels, or the cell if larger; "tight") centred on the cell, whose
+    extent at the training magnification is its pixels' box grown by half a frame pixel on each side
+    (as far as the linear enlargement reaches). The window is sampled at the model's size with
+    cv2.warpAffine, INTER_LINEAR: on the 200 smear fields the input differs from preprocessing the
+    enlarged crop by 0.78 of 255 levels per pixel on average (at most 2.3 for a cell), its centre by
+    under 0.3 px. The gates' copy has the size and field of view of the analysis copy of
+    rescale_crops' crop (edge.quality.analysis_size, at most 256 px), resized from the crop
+    (INTER_LINEAR; INTER_AREA when smaller). benchmarks/studies/field_input.py measures both."""
+    factor = um_per_pixel / CNMC_UM_PER_PIXEL
+    height, width = crop.shape[:2]
+    size = int(spec["size"])
+    box = content_box(crop, above=BLACK_THRESHOLD) or (0, 0, width, height)
+    x0, y0, x1, y1 = (v * factor for v in (box[0] - 0.5, box[1] - 0.5, box[2] + 0.5, box[3] + 0.5))
+    side = cell_window_side((x0, y0, x1, y1), spec.get("crop", "tight"))  # training pixels
+    step = side / size / factor  # crop pixels per model pixel
+    left, top = ((x0 + x1) / 2 - side / 2) / factor, ((y0 + y1) / 2 - side / 2) / factor  # crop pixels
+    # model pixel (u, v) samples the crop at the centre of its square of the window (pixel centres at integers)
+    matrix = np.array([[step, 0.0, left + step / 2 - 0.5], [0.0, step, top + step / 2 - 0.5]])
+    pixels = cv2.warpAffine(crop, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if spec.get("stain") == "channel-mean":
+        pixels = np.asarray(normalize_stain(Image.fromarray(pixels)))
+    gates_size = analysis_size(*_enlarged(crop, um_per_pixel)[0])
+    gates = cv2.resize(crop, gates_size, interpolation=cv2.INTER_LINEAR if gates_size[0] > width else cv2.INTER_AREA)
+    return pixels, gates

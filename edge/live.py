@@ -245,7 +245,7 @@ class LiveRun:
         if args.auto_capture:
             from edge.auto_capture import AutoCapture
             self.auto_capture = AutoCapture()
-        self.last_crops = None  # field mode: the latest frame's cells as the model saw them
+        self.last_crops = None  # field mode: the latest frame's cell crops and its micrometres per pixel
         self.frame_times: deque[float] = deque(maxlen=30)
         # the latest STAGE_HISTORY timings per stage (a service runs for weeks: bounded memory)
         self.stage_ms: dict[str, deque[float]] = {}
@@ -301,7 +301,7 @@ class LiveRun:
         return record, draw, timings, positive
 
     def classify_field_frame(self, rgb: np.ndarray):
-        from edge.field import cell_crops, find_white_cells, rescale_crops, working_copy
+        from edge.field import cell_crops, find_white_cells, model_input, working_copy
         started = time.perf_counter()
         work = working_copy(rgb)  # one reduced copy for the cell finder and the red-cell scale
         found = find_white_cells(rgb, work=work)
@@ -312,11 +312,12 @@ class LiveRun:
         cut = [c for c in found if c.touches_edge and not include_cut]
         um_per_pixel, scale_source = self.field_scale(rgb, found, work)
         crops = cell_crops(rgb, cells)
-        if um_per_pixel is not None:
-            crops = rescale_crops(crops, um_per_pixel)
-        self.last_crops = crops
+        self.last_crops = (crops, um_per_pixel)
         detected = time.perf_counter()
-        results = self.classifier.classify_batch(crops)
+        # at the training magnification, each cell's input is resampled once from its crop
+        prepare = None if um_per_pixel is None else (
+            lambda crop: model_input(crop, um_per_pixel, self.classifier.preprocessing))
+        results = self.classifier.classify_batch(crops, prepare)
         share = {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES if stage != "decode"}
         flagged = sum(r.label in ("out_of_domain", "rejected") for r in results)
         count = len(results) - flagged  # a cell out of domain is neither a blast nor a normal cell
@@ -345,6 +346,13 @@ class LiveRun:
 
         timings = {"detect": (detected - started) * 1000, **share}
         return record, draw, timings, blasts > 0
+
+    def captured_crops(self) -> list[np.ndarray]:
+        """The latest field frame's cells as a session keeps them: at the training magnification
+        (C-NMC-like images, for review and training) when the scale is known."""
+        from edge.field import rescale_crops
+        crops, um_per_pixel = self.last_crops
+        return crops if um_per_pixel is None else rescale_crops(crops, um_per_pixel)
 
     def field_scale(self, rgb: np.ndarray, cells, work=None) -> tuple[float | None, str]:
         """-> (micrometres per pixel, where it came from): the --um-per-pixel setting, else the median
@@ -464,7 +472,7 @@ class LiveRun:
         if self.capture_requested.is_set():
             self.capture_requested.clear()
             from edge.bench import capture_for_run
-            capture_for_run(self, rgb, record, frame.number, self.last_crops if "cells" in record else None)
+            capture_for_run(self, rgb, record, frame.number, self.captured_crops() if "cells" in record else None)
             if self.auto_capture:
                 self.auto_capture.captured()  # any capture: the same view is not captured again by itself
         if snapshot_due:

@@ -209,17 +209,43 @@ def test_scale_from_the_red_cells_and_crops_brought_to_the_training_magnificatio
     assert estimate_um_per_pixel(blank, []) is None  # no red cells, no estimate
 
 
+@pytest.mark.parametrize("spec", [default_spec("leukemia"), {"name": "cnmc_cell", "size": 96, "crop": "fixed"},
+                                  {"name": "cnmc_cell", "size": 64, "crop": "fixed", "stain": "channel-mean"}])
+def test_a_cells_model_input_is_resampled_once_from_its_crop(spec):
+    """model_input: the model's input for a cell at the training magnification, from the small crop,
+    close to preprocessing the crop enlarged to that magnification; the gates' copy has the size of
+    the enlarged crop's analysis copy."""
+    from edge.field import estimate_um_per_pixel, model_input, rescale_crops
+    from edge.preprocess import preprocess_uint8
+    from edge.quality import analysis_pixels
+    field = generated_field(0)
+    cells = find_white_cells(field)
+    scale = estimate_um_per_pixel(field, cells)
+    crops = cell_crops(field, cells)
+    for crop, enlarged in zip(crops, rescale_crops(crops, scale)):
+        pixels, copy = model_input(crop, scale, spec)
+        expected = preprocess_uint8(enlarged, spec)
+        assert pixels.shape == expected.shape and pixels.dtype == np.uint8
+        assert np.abs(pixels.astype(np.int16) - expected).mean() <= 3.0
+        assert copy.shape == analysis_pixels(enlarged).shape and max(copy.shape) <= 256
+        if spec.get("crop") == "fixed":
+            assert pixels[0, 0].max() == 0  # the cell in its window on black
+
+
 def test_a_frames_cells_in_one_batch_equal_one_by_one():
     """Field mode classifies one frame's cells (at the training magnification) in one invoke; each
     result is the one the cell gets alone."""
     from edge.classifier import Classifier
-    from edge.field import estimate_um_per_pixel, rescale_crops
+    from edge.field import estimate_um_per_pixel, model_input
     field = generated_field(1)
     cells = find_white_cells(field)
-    crops = rescale_crops(cell_crops(field, cells), estimate_um_per_pixel(field, cells))
+    crops = cell_crops(field, cells)
+    scale = estimate_um_per_pixel(field, cells)
     with Classifier("leukemia_int8") as classifier:
-        batch = classifier.classify_batch(crops)
-        alone = [classifier.classify(crop) for crop in crops]
+        def prepare(crop):
+            return model_input(crop, scale, classifier.preprocessing)
+        batch = classifier.classify_batch(crops, prepare)
+        alone = [classifier.classify_batch([crop], prepare)[0] for crop in crops]
     assert len(batch) == len(crops) == len(WHITE)
     for together, single in zip(batch, alone):
         assert (together.label, together.probability, together.domain_score, together.issues, together.reason) == \

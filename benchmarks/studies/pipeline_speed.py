@@ -12,14 +12,17 @@ against its Pi 4 target divided by the Pi factor (benchmarks/studies/pi_factor.p
   drawn only when someone looks: a window, the web page, a snapshot).
 - field: the 200 Taleqani smear fields at their 224x224, and enlarged to 1280x960 (a Pi HQ camera's
   binned mode, cv2 INTER_CUBIC): edge-live's field path (find the white cells, the red-cell scale,
-  crops at the training magnification, one classify_batch per frame).
+  each cell's model input resampled from its crop at the training magnification, one
+  classify_batch per frame; before: the crops enlarged to the training magnification first).
 - models: median invoke of the int8 and float32 models of both tasks at each thread count, interleaved.
 
 "before" is the pipeline as of commit 418648e: tests/reference/ holds its quality gates,
 preprocessing and cell finder verbatim, run here on the same interpreter (the preprocessed float
 array quantised as it was), so both columns share the machine's load; the new pipeline's model input
-is bit-identical to it (tests/test_pipeline_exact.py). The machine, its SIMD and its load are printed
-with the figures: timings on a shared machine are noisy; only medians and ratios of one run are given.
+is bit-identical to it in cell and file mode (tests/test_pipeline_exact.py) and, for field cells,
+equal to it within interpolation (benchmarks/studies/field_input.py). The machine, its SIMD and its
+load are printed with the figures: timings on a shared machine are noisy; only medians and ratios of
+one run are given.
 """
 from __future__ import annotations
 
@@ -85,8 +88,11 @@ def _old_classify(classifier, reference, images: list[np.ndarray]) -> dict[str, 
     return ms
 
 
-def _new_classify(classifier, images: list[np.ndarray]) -> dict[str, float]:
-    results = classifier.classify_batch(images) if len(images) > 1 else [classifier.classify(images[0])]
+def _new_classify(classifier, images: list[np.ndarray], prepare=None) -> dict[str, float]:
+    if len(images) == 1 and prepare is None:
+        results = [classifier.classify(images[0])]
+    else:
+        results = classifier.classify_batch(images, prepare)
     return {stage: sum(r.timings_ms.get(stage, 0.0) for r in results) for stage in STAGES}
 
 
@@ -140,7 +146,10 @@ def field_frames(data: Path, size: tuple[int, int] | None) -> list[np.ndarray]:
 
 
 def _field_frame(classifier, field, images_scale: list, rgb: np.ndarray, reference=None) -> dict[str, float]:
-    """edge-live's field path on one frame (cells cut by the border drawn, not classified)."""
+    """edge-live's field path on one frame (cells cut by the border drawn, not classified). detect:
+    the cells, the scale and their crops (before: and the crops enlarged to the training
+    magnification); now each cell's model input and gates' copy are resampled from its crop in
+    preprocess (edge.field.model_input)."""
     started = time.perf_counter()
     found = field.find_white_cells(rgb)
     cells = [c for c in found if not c.touches_edge]
@@ -149,12 +158,15 @@ def _field_frame(classifier, field, images_scale: list, rgb: np.ndarray, referen
         images_scale.append(estimate)
     scale = float(np.median(images_scale[-50:])) if images_scale else None
     crops = field.cell_crops(rgb, cells)
-    if scale is not None:
+    if scale is not None and reference:
         crops = field.rescale_crops(crops, scale)
     detected = time.perf_counter()
     ms = {"detect": (detected - started) * 1000}
-    if crops:
-        ms.update(_old_classify(classifier, reference, crops) if reference else _new_classify(classifier, crops))
+    if crops and reference:
+        ms.update(_old_classify(classifier, reference, crops))
+    elif crops:
+        prepare = None if scale is None else (lambda crop: field.model_input(crop, scale, classifier.preprocessing))
+        ms.update(_new_classify(classifier, crops, prepare))
     else:
         ms.update(dict.fromkeys(STAGES, 0.0))
     ms["end_to_end"] = (time.perf_counter() - started) * 1000
