@@ -24,13 +24,14 @@ $(TFLITE_VENV)/.installed:
 	$(TFLITE_VENV)/bin/pip install -q 'tflite-runtime==2.14.0' 'numpy<2' 'Pillow>=10'
 	touch $@
 
+# pytest-xdist: one worker per core; the tests that share the tiny trained run stay on one worker.
 test: setup $(TFLITE_VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 # Between two edits: leaves out the tests marked slow (they train networks, drive the browser, build
 # wheels and bundles, or read the full data).
 test-fast: setup $(TFLITE_VENV)/.installed
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not slow"
 
 # The demo's images are training images (the shipped models were trained on all of the data): the
 # figures that say what to expect on new patients and scans are the out-of-fold ones in the model cards.

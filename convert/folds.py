@@ -19,7 +19,10 @@ def calibration_sample(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> n
 
     if count >= len(x):
         return x
-    picked, _ = train_test_split(x, train_size=count, stratify=y, random_state=seed)
+    classes = len(np.unique(y))
+    # a stratified split needs each side to hold every class: not so when count or what is left is tiny
+    stratify = y if min(count, len(x) - count) >= classes else None
+    picked, _ = train_test_split(x, train_size=count, stratify=stratify, random_state=seed)
     return picked
 
 

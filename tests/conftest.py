@@ -99,6 +99,44 @@ def save_cnmc_official(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_leukemia_run(tmp_path_factory) -> Path:
+    """One 3-fold cross-validated run of the compact CNN on TINY_CNMC_PATIENTS (32 px, 2 epochs), trained
+    once for every test that reads or converts a run, in graph mode as real runs train."""
+    from train.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_leukemia")
+    data = save_cnmc_flat(root / "cnmc", TINY_CNMC_PATIENTS, ext=".png")
+    assert main(["leukemia", "--cv", "3", "--data", str(data), "--out", str(root / "run"), "--epochs", "2",
+                 "--size", "32", "--width", "4", "--batch-size", "8", "--cell-crop", "fixed",
+                 "--cache", str(root / "cache")]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_leukemia_models(tiny_leukemia_run, tmp_path_factory) -> Path:
+    """tiny_leukemia_run converted once, every precision, with its fold models verified."""
+    from convert.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_leukemia_models")
+    run = tiny_leukemia_run
+    assert main([str(run), "--out", str(out), "--calibration", "10", "--float16", "--dynamic", "--tolerance", "100",
+                 "--data", str(run.parent), "--cache", str(run.parent / "cache")]) == 0
+    return out
+
+
+@pytest.fixture
+def keras_eager():
+    """Keras' train and predict steps run eagerly for the test: on the tiny test runs, tracing them into
+    graphs costs more than running them (a 3-fold run: 37 s traced, 18 s eager, on this 2-core machine).
+    The shared tiny_leukemia_run, and every real run, train in graph mode."""
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
 # Tests that take seconds to minutes on a 2-core machine (measured with `pytest --durations=60`): they
 # train networks, convert models, build wheels and bundles, drive the browser or read the full data.
 # `make test-fast` (`pytest -m "not slow"`) leaves them out; `make test` and CI run everything.
@@ -119,8 +157,10 @@ SLOW_TESTS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.path.name
-        if module in SLOW_MODULES or item.name.startswith(SLOW_TESTS.get(module, ())):
-            item.add_marker(pytest.mark.slow)
+def pytest_itemcollected(item):
+    """Marked as each test is collected, before pytest-xdist reads the marks."""
+    module = item.path.name
+    if module in SLOW_MODULES or item.name.startswith(SLOW_TESTS.get(module, ())):
+        item.add_marker(pytest.mark.slow)
+    if "tiny_leukemia_run" in item.fixturenames:  # with pytest -n N --dist loadgroup: one worker trains it once
+        item.add_marker(pytest.mark.xdist_group("tiny_leukemia_run"))

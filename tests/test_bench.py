@@ -146,7 +146,7 @@ def test_sigkill_mid_review_loses_no_review(tmp_path):
     assert (bench.folder / "reviews.jsonl").read_bytes().endswith(b"\n")
 
 
-def test_exported_sessions_train_a_tiny_cross_validation(tmp_path):
+def test_exported_sessions_train_a_tiny_cross_validation(tmp_path, keras_eager):
     """Three reviewed sessions, both classes in each, exported into one {all,hem}/ folder: a grouped
     3-fold CV run of python -m train holds each session out as one group."""
     pytest.importorskip("tensorflow")

