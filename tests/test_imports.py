@@ -7,7 +7,8 @@ library modules below, command lines on top, no import circles. Imports inside f
 (c) train/ never imports convert/ (conversion reads what training writes, not the other way);
 (d) edge/ (the device runtime) never imports train/, convert/ or benchmarks/;
 (e) benchmarks/ outside benchmarks/studies/ (the benchmark command, which the wheel ships as
-    edge.benchmarks) imports only edge/ and, by relative imports, itself.
+    edge.benchmarks) imports only edge/ and, by relative imports, itself;
+(f) no module of the runtime imports edge.metrics (scikit-learn: the benchmark and train extras only).
 """
 from __future__ import annotations
 
@@ -140,6 +141,8 @@ def violations(graph: dict[str, set[str]], commands: set[str]) -> dict[tuple[str
                 found[(module, target)] = "(c) train/ imports convert/"
             if top == "edge" and target_top in ("train", "convert", "benchmarks"):
                 found[(module, target)] = "(d) the device runtime imports training, conversion or benchmarks"
+            if top == "edge" and target == "edge.metrics":
+                found[(module, target)] = "(f) the device runtime imports edge.metrics (scikit-learn)"
             if shipped_benchmark(module) and (target_top in ("train", "convert") or target.startswith("benchmarks.studies")):
                 found[(module, target)] = "(e) the shipped benchmark imports training, conversion or a desktop study"
     return found
@@ -200,6 +203,8 @@ def later():
         ("train.torch_cv", "convert.folds"), ("edge.x", "train.y")}
     assert set(violations({"benchmarks.cli": {"benchmarks.studies.peers", "edge.z"},
                            "benchmarks.studies.peers": {"train.y"}}, commands)) == {("benchmarks.cli", "benchmarks.studies.peers")}
+    assert set(violations({"edge.classifier": {"edge.metrics"}, "benchmarks.accuracy": {"edge.metrics"}}, commands)) == {
+        ("edge.classifier", "edge.metrics")}
 
 
 def test_entry_points_are_command_line_modules():
