@@ -8,7 +8,7 @@ A frame is captured when all of these hold:
     page's button, a key, SIGUSR1 or this); the first view of a run counts as changed;
   - steady: at most STEADY_SHARE differs from the previous frame classified (the slide is not moving);
   - in focus: the focus figure is within the focus bar's green band of its running peak
-    (edge.overlay.IN_FOCUS_SHARE), and the quality gates found nothing (cell mode: the frame; field
+    (edge.live_state.IN_FOCUS_SHARE), and the quality gates found nothing (cell mode: the frame; field
     mode: at least one cell, and none of them blank, saturated or out of focus).
 Measured on 640x480 views of a generated smear (noise std 4, JPEG; as in tests/test_bench.py):
 camera noise and a 10-level change of exposure change none of the copy; a drift of 1-3 px per frame
@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.overlay import IN_FOCUS_SHARE
+from edge.live_state import IN_FOCUS_SHARE
 
 VIEW_SIDE = 64  # the compared copy's long side: 64x48 for a 4:3 camera (one copy pixel = 10x10 at 640x480)
 CHANGE_LEVEL = 16  # grey levels (0-255) a copy pixel must change by to count as changed

@@ -22,6 +22,9 @@ from datetime import datetime, timezone
 
 import cv2
 
+# The focus meter (the page's bar, the overlay, --auto-capture): in focus within 10% of the latest peak.
+IN_FOCUS_SHARE = 0.9
+
 JPEG_QUALITY = 75
 THUMBNAILS_KEPT = 8
 THUMBNAIL_SIDE = 160

@@ -5,13 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.live_state import IN_FOCUS_SHARE
+
 POSITIVE_BGR = (40, 40, 230)   # red: a positive call (tumour, blast)
 NEGATIVE_BGR = (60, 190, 60)   # green
 UNCLASSIFIED_BGR = (160, 160, 160)  # grey: found but not classified (cut by the frame border)
 OUT_OF_DOMAIN_BGR = (0, 200, 255)  # amber: unlike the training data, not counted
 TEXT_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-IN_FOCUS_SHARE = 0.9  # the focus bar is green within 10% of its peak (also --auto-capture's focus test)
 
 
 def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour=TEXT_BGR) -> None:

@@ -42,6 +42,8 @@ from socketserver import TCPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from edge.live_state import IN_FOCUS_SHARE
+
 BOUNDARY = "FRAME"
 MAX_SESSION_NAME = 100
 MIN_TOKEN_LENGTH = 16
@@ -311,7 +313,8 @@ class WebServer(ThreadingHTTPServer):
                   "source": {"name": state.source, "state": now.source_state}, "model": state.model,
                   "mode": state.mode,
                   "focus": None if now.focus is None else {"value": round(now.focus, 1),
-                                                           "peak": round(now.focus_peak, 1)},
+                                                           "peak": round(now.focus_peak, 1),
+                                                           "in_focus_share": IN_FOCUS_SHARE},
                   "thumbnails": list(now.thumbnails), "events": list(now.events), "viewers": viewers,
                   "stream_fps": 1 / state.frames.interval,
                   "connections": {"open": self.connections, "max": self.max_connections, "refused": self.refused},

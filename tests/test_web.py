@@ -335,7 +335,7 @@ def test_the_server_needs_only_a_state_and_its_commands(tmp_path):
             status = json.loads(response.read())
         assert status["frames"] == 3 and status["fps"] == 4.0 and status["latency_ms"] == {"invoke": 2.0}
         assert status["session"] == "old" and status["summary"] == {"images": 3} and status["totals"] == {"cells": 6}
-        assert status["focus"] == {"value": 30.0, "peak": 30.0} and status["mode"] == "field"
+        assert status["focus"] == {"value": 30.0, "peak": 30.0, "in_focus_share": 0.9} and status["mode"] == "field"
         assert status["source"] == {"name": "a folder", "state": "lost"} and status["bench"] is False
         assert status["events"][0]["message"] == "the camera went away" and status["thumbnails"][0]["id"] == 1
         assert status["names"]["all"] == "blast" and status["model"] == "leukemia_int8.tflite"
