@@ -289,8 +289,8 @@ for runtime in ("litert", "tflite"):
                   f"scores equal {scores}/{len(arm)}, max |score difference| {diff:.6f}: {verdict}")
             for name in sorted(arm):
                 if arm[name]["probabilities"] != x86[name]["probabilities"] or arm[name]["label"] != x86[name]["label"]:
-                    print(f"   {name}: arm64 {arm[name]['label']} {arm[name]['score']:.6f}, "
-                          f"x86-64 {x86[name]['label']} {x86[name]['score']:.6f}")
+                    print(f"   {name}: arm64 {arm[name]['label']} {arm[name]['probability']:.6f}, "
+                          f"x86-64 {x86[name]['label']} {x86[name]['probability']:.6f}")
             status |= labels != len(arm)
         arm, x86 = (load(results / f"reference-{side}-{runtime}-{model}.jsonl") for side in ("arm64", "x86_64"))
         same = sum(arm[n]["output"] == x86[n]["output"] for n in arm if n in x86)
