@@ -339,7 +339,8 @@ for prefix in edge-only-litert edge-only-tflite edge-medical; do
     venv=$rootfs/opt/$prefix/current/venv
     site=$(echo "$venv"/lib/python3.*/site-packages)
     total=$(du -sb "$venv" | cut -f1)
-    tooling=$(du -scb "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* "$site"/_distutils_hack 2>/dev/null | tail -1 | cut -f1)
+    # install.sh removes pip and setuptools: du then finds none of them (exit 1), and the total of nothing is 0
+    tooling=$( (du -scb "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* "$site"/_distutils_hack 2>/dev/null || true) | tail -1 | cut -f1)
     say "   /opt/$prefix: $(( total / 1000000 )) MB; pip+setuptools $(( tooling / 1000000 )) MB of it; without them $(( (total - tooling) / 1000000 )) MB"
 done
 say "   largest in /opt/edge-only-litert: $(du -sb "$rootfs"/opt/edge-only-litert/current/venv/lib/python3.*/site-packages/* | sort -rn | head -6 | awk '{n = split($2, p, "/"); printf "%s %d MB; ", p[n], $1 / 1e6}')"
