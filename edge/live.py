@@ -503,6 +503,8 @@ class LiveRun:
 
     def frame_failed(self, number: int, error: Exception) -> None:
         self.failed_frames += 1
+        if self.state:
+            self.state.frame_failed(frames=self.frames, fps=self.fps())
         if self.failed_frames in (1, 10, 100) or self.failed_frames % 1000 == 0:  # bounded, whatever the rate
             reason = " ".join(str(error).split())[:120]
             self.event("frame_failed", f"frame {number} not classified ({type(error).__name__}: {reason}); "

@@ -134,6 +134,11 @@ class LiveState:
             self._now = replace(self._now, frames=frames, fps=fps, focus=focus, focus_peak=focus_peak,
                                 summary=summary, totals=totals)
 
+    def frame_failed(self, *, frames: int, fps: float) -> None:
+        """A frame that failed after it was counted: the count and rate move on, nothing else changes."""
+        with self._lock:
+            self._now = replace(self._now, frames=frames, fps=fps)
+
     def session_changed(self, name: str | None, offset: int, summary: dict, totals: dict | None) -> None:
         """A session started (None: none) at `offset` in the log, with its summary and totals at zero."""
         with self._lock:

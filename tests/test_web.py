@@ -502,3 +502,12 @@ def test_the_page_says_when_the_source_ended(browser, frames_folder, tmp_path):
     time.sleep(8)
     refused = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert len(refused) <= 3, refused  # backing off: 2, 4, 8 s ... not one a second
+
+
+def test_a_frame_that_fails_after_it_was_counted_moves_only_the_count():
+    state = state_of(load_spec(resolve_model("leukemia")))
+    state.frame_done(frames=3, fps=4.0, timings={"invoke": 1.0}, focus=10.0, focus_peak=30.0,
+                     summary={"images": 3}, totals=None)
+    state.frame_failed(frames=4, fps=3.5)
+    now = state.snapshot()
+    assert (now.frames, now.fps, now.summary, now.focus) == (4, 3.5, {"images": 3}, 10.0)
