@@ -27,8 +27,9 @@ import time
 
 import numpy as np
 
-from .machine import cpu_description, one_line
 from edge.interpreter import make_interpreter
+
+from .machine import cpu_description, one_line
 
 COUNTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 ESTIMATE = "estimated, not measured: cores x clock x the MACs per cycle the instruction set allows (lscpu)"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import accuracy
 from edge.metadata import ModelError
 from edge.model_store import resolve_model
+
+from . import accuracy
 
 PRECISION_SUFFIXES = ("_int8", "_float16", "_dynamic")
 

@@ -1,9 +1,10 @@
 """Find a model by path or by shipped name, and the device's default model.
 
 Shipped names: ``brain``, ``leukemia`` (their int8 models), ``brain_float32``, ``leukemia_int8``...
-They are looked up in ``$EDGE_MODELS_DIR`` if set, then in the ``edge.models`` package (the checkout's models/, which the wheel ships as edge.models, so a
-plain ``pip install`` of the wheel finds them; a checkout that is only on the path reads its models/). The default model, when none is named, is
-``$EDGE_MODEL``, else ``default_model`` in the config file (``$EDGE_CONFIG``, else
+They are looked up in ``$EDGE_MODELS_DIR`` if set, then in the ``edge.models`` package (the
+checkout's models/, which the wheel ships as edge.models, so a plain ``pip install`` of the wheel
+finds them; a checkout that is only on the path reads its models/). The default model, when none
+is named, is ``$EDGE_MODEL``, else ``default_model`` in the config file (``$EDGE_CONFIG``, else
 ``~/.config/edge-medical/config.json``, else ``/etc/edge-medical/config.json``), else
 ``leukemia_int8``.
 """
